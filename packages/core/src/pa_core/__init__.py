@@ -1,0 +1,31 @@
+"""pa-core: a minimal, transparent, extensible PyTorch training loop over Hugging Face Accelerate.
+
+The :class:`Trainer` runs the loop; callbacks and plugins hook into it through the hooks
+documented in :mod:`pa_core.hookspecs`.
+"""
+
+from pa_core.__about__ import __version__
+from pa_core.callbacks import CallbackHandler, StopTrainingError, TrainerCallback
+from pa_core.hookspecs import hookimpl, hookspec
+from pa_core.placeholders import TrainerPlaceholderValues, replace_trainer_placeholder_values
+from pa_core.run_config import TrainerRunConfig
+from pa_core.tracking import InMemoryRunHistory, LossTracker, RunHistory
+from pa_core.trainer import DEFAULT_CALLBACKS, Trainer, TrainerWithTimmScheduler
+
+__all__ = [
+    "DEFAULT_CALLBACKS",
+    "CallbackHandler",
+    "InMemoryRunHistory",
+    "LossTracker",
+    "RunHistory",
+    "StopTrainingError",
+    "Trainer",
+    "TrainerCallback",
+    "TrainerPlaceholderValues",
+    "TrainerRunConfig",
+    "TrainerWithTimmScheduler",
+    "__version__",
+    "hookimpl",
+    "hookspec",
+    "replace_trainer_placeholder_values",
+]

@@ -1,0 +1,144 @@
+"""Finding plugins through entry points: the ``pa.callbacks`` catalogue and ``pa.plugins`` autoload.
+
+Catalogues are plain entry-point groups resolved lazily, by name: nothing is imported until a
+Trainer asks for a name. Errors name the plugin and the distribution that provides it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import metadata
+from typing import Any
+
+CALLBACKS_GROUP = "pa.callbacks"
+PLUGINS_GROUP = "pa.plugins"
+EXAMPLES_GROUP = "pa.examples"
+GROUPS = (CALLBACKS_GROUP, PLUGINS_GROUP, EXAMPLES_GROUP)
+
+DISABLE_AUTOLOAD_ENV = "PA_DISABLE_PLUGIN_AUTOLOAD"
+DISABLE_PLUGINS_ENV = "PA_DISABLE_PLUGINS"
+
+#: First-party catalogue names and the distribution that provides each, so that a missing
+#: name can say what to install. Only strings: pa-core imports none of these.
+FIRST_PARTY_PROVIDERS: dict[str, str] = {
+    "move-modules-to-device": "pa-callbacks",
+    "terminate-on-nan": "pa-callbacks",
+    "print-progress": "pa-callbacks",
+    "progress-bar": "pa-callbacks",
+    "log-metrics": "pa-callbacks",
+    "save-best-model": "pa-callbacks",
+    "early-stopping": "pa-callbacks",
+    "model-ema": "pa-callbacks",
+    "convert-sync-batchnorm": "pa-callbacks",
+    "limit-batches": "pa-callbacks",
+    "step-based-evaluation": "pa-callbacks",
+    "limit-eval-steps": "pa-callbacks",
+    "save-training-state": "pa-callbacks",
+    "wsd-checkpoint": "pa-callbacks",
+    "metrics-file": "pa-callbacks",
+    "wandb": "pa-wandb",
+    "torchmetrics": "pa-torchmetrics",
+    "deepspeed": "pa-deepspeed",
+}
+
+
+class PluginError(RuntimeError):
+    """A plugin or catalogue entry could not be found or loaded."""
+
+
+@dataclass(frozen=True)
+class PluginEntry:
+    """One entry point of a pa group, with the distribution that declares it."""
+
+    name: str
+    group: str
+    value: str
+    distribution: str
+    version: str
+    entry_point: metadata.EntryPoint
+
+    @property
+    def origin(self) -> str:
+        return f"entry point {self.name!r} = {self.value!r} in group {self.group!r} of distribution {self.distribution} {self.version}"
+
+    def load(self) -> Any:
+        """Import the object behind the entry point, failing loudly with its origin."""
+        try:
+            return self.entry_point.load()
+        except Exception as exc:
+            raise PluginError(
+                f"Could not load plugin {self.name!r} ({self.origin}): {type(exc).__name__}: {exc}. "
+                f"Reinstall or upgrade {self.distribution}, or uninstall it"
+                + (f", or set {DISABLE_PLUGINS_ENV}={self.name} to skip it." if self.group == PLUGINS_GROUP else ".")
+            ) from exc
+
+
+def entries(group: str) -> dict[str, PluginEntry]:
+    """Every entry point of ``group``, by name; two distributions claiming one name is an error."""
+    found: dict[str, PluginEntry] = {}
+    for dist in _distributions():
+        dist_name = dist.metadata["Name"]
+        for ep in dist.entry_points:
+            if ep.group != group:
+                continue
+            entry = PluginEntry(ep.name, group, ep.value, dist_name, dist.version, ep)
+            previous = found.get(ep.name)
+            if previous is not None and previous.distribution != dist_name:
+                raise PluginError(
+                    f"Two installed distributions claim the name {ep.name!r} in {group!r}: "
+                    f"{previous.distribution} {previous.version} ({previous.value}) and "
+                    f"{dist_name} {dist.version} ({ep.value}). Uninstall one of them."
+                )
+            found[ep.name] = entry
+    return found
+
+
+def _distributions() -> list[metadata.Distribution]:
+    # Deduplicate by name: the same distribution can be visible twice on sys.path (for
+    # example an editable install next to a build folder); the first one wins, as for imports.
+    seen: set[str] = set()
+    unique = []
+    for dist in metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if name and name not in seen:
+            seen.add(name)
+            unique.append(dist)
+    return unique
+
+
+def load_catalogue_callback(name: str) -> Any:
+    """The callback class (or object) published under ``name`` in the ``pa.callbacks`` group."""
+    catalogue = entries(CALLBACKS_GROUP)
+    entry = catalogue.get(name)
+    if entry is None:
+        provider = FIRST_PARTY_PROVIDERS.get(name)
+        hint = (
+            f" It is provided by {provider}: pip install {provider}"
+            if provider
+            else " Check the spelling, or install the distribution that provides it."
+        )
+        known = ", ".join(sorted(catalogue)) or "none"
+        raise PluginError(f"No callback named {name!r} is installed.{hint} Installed callback names: {known}.")
+    return entry.load()
+
+
+def autoload_plugins() -> list[tuple[PluginEntry, Any]]:
+    """Load every ``pa.plugins`` entry point unless switched off by the environment.
+
+    ``PA_DISABLE_PLUGIN_AUTOLOAD`` (any non-empty value other than ``0``) turns autoload off;
+    ``PA_DISABLE_PLUGINS=a,b`` skips the plugins named ``a`` and ``b``.
+    """
+    if os.environ.get(DISABLE_AUTOLOAD_ENV, "").strip() not in ("", "0"):
+        return []
+    blocked = {name.strip() for name in os.environ.get(DISABLE_PLUGINS_ENV, "").split(",") if name.strip()}
+    return [(entry, entry.load()) for name, entry in sorted(entries(PLUGINS_GROUP).items()) if name not in blocked]
+
+
+@lru_cache(maxsize=None)
+def distribution_of_module(module_name: str) -> str | None:
+    """The distribution that installed the top-level package of ``module_name``, if known."""
+    top = module_name.split(".")[0]
+    dists = metadata.packages_distributions().get(top)
+    return dists[0] if dists else None

@@ -1,0 +1,321 @@
+"""Callbacks: the upstream-style base class and the handler that calls every callback.
+
+The :class:`CallbackHandler` owns one pluggy plugin manager per Trainer. It accepts callbacks
+as instances, classes or ``pa.callbacks`` catalogue names, calls them in the order the user
+listed them, and skips events nobody implements at no cost.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from pa_core import _plugins, hookspecs
+
+if TYPE_CHECKING:
+    from pa_core.trainer import Trainer
+
+__all__ = ["CallbackHandler", "StopTrainingError", "TrainerCallback"]
+
+
+class StopTrainingError(Exception):
+    """Raise from a callback to end training (or evaluation) cleanly.
+
+    The Trainer prints the message, fires ``on_stop_training_error``, and still runs
+    ``training_run_end`` and its event.
+    """
+
+
+class TrainerCallback:
+    """Base class for upstream-style callbacks.
+
+    Override any ``on_*`` method; each receives the trainer positionally and the event's
+    other arguments as keywords, so write them as ``def on_x(self, trainer, **kwargs)``.
+    Callbacks written for pytorch-accelerated work unchanged. New callbacks can instead be
+    any class whose methods are marked with :data:`pa_core.hookimpl`.
+    """
+
+    def on_init_end(self, trainer: Trainer, **kwargs: Any) -> None:
+        """See :func:`pa_core.hookspecs.on_init_end`."""
+
+    def on_training_run_start(self, trainer: Trainer, **kwargs: Any) -> None:
+        """See :func:`pa_core.hookspecs.on_training_run_start`."""
+
+    def on_train_epoch_start(self, trainer: Trainer, **kwargs: Any) -> None:
+        """See :func:`pa_core.hookspecs.on_train_epoch_start`."""
+
+    def on_train_step_start(self, trainer: Trainer, **kwargs: Any) -> None:
+        """See :func:`pa_core.hookspecs.on_train_step_start`."""
+
+    def on_train_step_end(self, trainer: Trainer, **kwargs: Any) -> None:
+        """See :func:`pa_core.hookspecs.on_train_step_end`."""
+
+    def on_train_update_end(self, trainer: Trainer, **kwargs: Any) -> None:
+        """See :func:`pa_core.hookspecs.on_train_update_end`."""
+
+    def on_train_epoch_end(self, trainer: Trainer, **kwargs: Any) -> None:
+        """See :func:`pa_core.hookspecs.on_train_epoch_end`."""
+
+    def on_eval_epoch_start(self, trainer: Trainer, **kwargs: Any) -> None:
+        """See :func:`pa_core.hookspecs.on_eval_epoch_start`."""
+
+    def on_eval_step_start(self, trainer: Trainer, **kwargs: Any) -> None:
+        """See :func:`pa_core.hookspecs.on_eval_step_start`."""
+
+    def on_eval_step_end(self, trainer: Trainer, **kwargs: Any) -> None:
+        """See :func:`pa_core.hookspecs.on_eval_step_end`."""
+
+    def on_eval_epoch_end(self, trainer: Trainer, **kwargs: Any) -> None:
+        """See :func:`pa_core.hookspecs.on_eval_epoch_end`."""
+
+    def on_training_run_epoch_end(self, trainer: Trainer, **kwargs: Any) -> None:
+        """See :func:`pa_core.hookspecs.on_training_run_epoch_end`."""
+
+    def on_training_run_end(self, trainer: Trainer, **kwargs: Any) -> None:
+        """See :func:`pa_core.hookspecs.on_training_run_end`."""
+
+    def on_evaluation_run_start(self, trainer: Trainer, **kwargs: Any) -> None:
+        """See :func:`pa_core.hookspecs.on_evaluation_run_start`."""
+
+    def on_evaluation_run_end(self, trainer: Trainer, **kwargs: Any) -> None:
+        """See :func:`pa_core.hookspecs.on_evaluation_run_end`."""
+
+    def on_stop_training_error(self, trainer: Trainer, **kwargs: Any) -> None:
+        """See :func:`pa_core.hookspecs.on_stop_training_error`."""
+
+    def on_exception(self, trainer: Trainer, **kwargs: Any) -> None:
+        """See :func:`pa_core.hookspecs.on_exception`."""
+
+
+class _UpstreamCallbackPlugin:
+    """Registers an upstream-style :class:`TrainerCallback` with pluggy.
+
+    Each overridden ``on_*`` method is wrapped in a function that pluggy sees with the hook's
+    own argument names (through ``__wrapped__``) and that forwards every argument by keyword,
+    as upstream callbacks expect.
+    """
+
+    def __init__(self, callback: TrainerCallback) -> None:
+        self.callback = callback
+        for name in hookspecs.HOOK_NAMES:
+            if getattr(type(callback), name, None) is not getattr(TrainerCallback, name, None):
+                setattr(self, name, hookspecs.hookimpl(_forward_by_keyword(getattr(callback, name), name)))
+
+
+def _forward_by_keyword(method: Any, hook_name: str) -> Any:
+    spec = getattr(hookspecs, hook_name)
+    arg_names = inspect.signature(spec).parameters.keys() - {"trainer"}
+    ordered = [n for n in inspect.signature(spec).parameters if n in arg_names]
+
+    def forward(trainer: Any, *args: Any) -> Any:
+        return method(trainer, **dict(zip(ordered, args)))
+
+    forward.__wrapped__ = spec  # type: ignore[attr-defined]  # pluggy reads argument names from here
+    return forward
+
+
+def _hook_like_names(plugin: object) -> list[str]:
+    if isinstance(plugin, TrainerCallback):
+        return [n for n in dir(type(plugin)) if n.startswith("on_") and not hasattr(TrainerCallback, n)]
+    marker = f"{hookspecs.PROJECT_NAME}_impl"
+    return [n for n in dir(plugin) if not n.startswith("__") and hasattr(getattr(plugin, n, None), marker)]
+
+
+class CallbackHandler:
+    """Holds a Trainer's callbacks and calls them.
+
+    :param callbacks: instances, classes (instantiated without arguments) or names from the
+        ``pa.callbacks`` entry-point group, in the order they should be called.
+    """
+
+    def __init__(self, callbacks: Iterable[Any] = ()) -> None:
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self._pm.add_hookspecs(hookspecs)
+        self._callbacks: list[Any] = []
+        self._origins: dict[int, str] = {}
+        self._callers: dict[str, pluggy.HookCaller | None] = {}
+        self.add_callbacks(callbacks)
+
+    # -- managing callbacks -------------------------------------------------------------
+
+    @property
+    def callbacks(self) -> list[Any]:
+        """The callbacks, in calling order (a copy)."""
+        return list(self._callbacks)
+
+    callback_list = callbacks
+
+    def add_callbacks(self, callbacks: Iterable[Any]) -> None:
+        """Add several callbacks after the existing ones, keeping their order."""
+        for callback in callbacks:
+            self._add(callback)
+        self._rebuild()
+
+    def add_callback(self, callback: Any) -> None:
+        """Add one callback after the existing ones."""
+        self.add_callbacks([callback])
+
+    def add_plugin(self, plugin: Any, origin: str) -> None:
+        """Add an autoloaded plugin (a class, instance or module) noting where it came from."""
+        self._add(plugin, origin=origin)
+        self._rebuild()
+
+    def remove_callback(self, callback: Any) -> None:
+        """Remove a callback given as an instance or its class."""
+        for existing in self._callbacks:
+            if existing is callback or (isinstance(callback, type) and type(existing) is callback):
+                self._callbacks.remove(existing)
+                self._rebuild()
+                return
+        raise ValueError(f"{callback!r} is not one of this trainer's callbacks.")
+
+    def get_callback(self, callback_class: type) -> Any | None:
+        """The callback that is an instance of ``callback_class``, or None."""
+        return next((cb for cb in self._callbacks if isinstance(cb, callback_class)), None)
+
+    def _add(self, callback: Any, origin: str | None = None) -> None:
+        if isinstance(callback, str):
+            callback = _plugins.load_catalogue_callback(callback)
+            origin = origin or f"catalogue name in {_plugins.CALLBACKS_GROUP}"
+        if isinstance(callback, type):
+            callback = callback()
+        if not inspect.ismodule(callback):
+            for existing in self._callbacks:
+                if type(existing) is type(callback):
+                    raise ValueError(
+                        f"A callback of class {type(callback).__name__} was already added; each callback class "
+                        "can be added once. Remove the duplicate from `callbacks`."
+                    )
+        self._callbacks.append(callback)
+        if origin:
+            self._origins[id(callback)] = origin
+
+    def _rebuild(self) -> None:
+        # pluggy calls the most recently registered implementation first: register in
+        # reverse so callbacks run in the order the user listed them.
+        for plugin in list(self._pm.get_plugins()):
+            self._pm.unregister(plugin)
+        for callback in reversed(self._callbacks):
+            self._check_hook_names(callback)
+            plugin = _UpstreamCallbackPlugin(callback) if isinstance(callback, TrainerCallback) else callback
+            try:
+                self._pm.register(plugin)
+            except pluggy.PluginValidationError as exc:
+                raise TypeError(f"Callback {self.describe(callback)} does not fit pa's hooks: {exc}") from exc
+        self._callers = {}
+        for name in hookspecs.HOOK_NAMES:
+            caller = getattr(self._pm.hook, name)
+            self._callers[name] = caller if caller.get_hookimpls() else None
+
+    def _check_hook_names(self, callback: Any) -> None:
+        for name in _hook_like_names(callback):
+            if name in hookspecs.HOOK_NAMES:
+                continue
+            close = difflib.get_close_matches(name, hookspecs.HOOK_NAMES, n=1, cutoff=0.85)
+            if close:
+                raise ValueError(
+                    f"Callback {self.describe(callback)} defines {name!r}, which is not a pa hook; "
+                    f"did you mean {close[0]!r}? (Custom events need a name that is not a near-copy of a built-in hook.)"
+                )
+
+    def describe(self, callback: Any) -> str:
+        """A readable name for a callback: its class and the distribution it comes from."""
+        name = callback.__name__ if inspect.ismodule(callback) else type(callback).__name__
+        module = callback.__name__ if inspect.ismodule(callback) else type(callback).__module__
+        origin = self._origins.get(id(callback))
+        dist = _plugins.distribution_of_module(module) if module not in ("__main__", "builtins") else None
+        where = origin or (f"distribution {dist}" if dist else f"module {module}")
+        return f"{name} ({where})"
+
+    # -- calling ------------------------------------------------------------------------
+
+    def has_implementations(self, event: str) -> bool:
+        """True if some callback implements the built-in ``event``."""
+        return self._callers.get(event) is not None
+
+    def call_event(self, event: str, trainer: Trainer | None = None, **kwargs: Any) -> None:
+        """Call ``event`` on every callback that implements it, in order.
+
+        Built-in events go through pluggy; any other name is a custom event, called on the
+        callbacks that define a method of that name and silently skipped by the others.
+        """
+        caller = self._callers.get(event, _CUSTOM)
+        if caller is None:
+            return
+        if caller is _CUSTOM:
+            self._call_custom_event(event, trainer, kwargs)
+            return
+        try:
+            caller(trainer=trainer, **kwargs)
+        except StopTrainingError:
+            raise
+        except Exception as exc:
+            self._annotate(exc, event, self._find_raising_plugin(exc, caller))
+            raise
+
+    def _call_custom_event(self, event: str, trainer: Trainer | None, kwargs: dict[str, Any]) -> None:
+        for callback in self._callbacks:
+            method = getattr(callback, event, None)
+            if method is None or not callable(method):
+                continue
+            try:
+                if isinstance(callback, TrainerCallback):
+                    method(trainer, **kwargs)
+                else:
+                    params = inspect.signature(method).parameters
+                    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+                    available = {"trainer": trainer, **kwargs}
+                    method(**{k: v for k, v in available.items() if takes_all or k in params})
+            except StopTrainingError:
+                raise
+            except Exception as exc:
+                self._annotate(exc, event, callback)
+                raise
+
+    def _find_raising_plugin(self, exc: BaseException, caller: pluggy.HookCaller) -> Any | None:
+        codes = {}
+        for impl in caller.get_hookimpls():
+            callback = impl.plugin.callback if isinstance(impl.plugin, _UpstreamCallbackPlugin) else impl.plugin
+            function = getattr(callback, caller.name, None)
+            code = getattr(getattr(function, "__func__", function), "__code__", None)
+            if code is not None:
+                codes[code] = callback
+        tb = exc.__traceback__
+        while tb is not None:
+            plugin = codes.get(tb.tb_frame.f_code)
+            if plugin is not None:
+                return plugin
+            tb = tb.tb_next
+        return None
+
+    def _annotate(self, exc: BaseException, event: str, plugin: Any | None) -> None:
+        if getattr(exc, "_pa_annotated", False) or sys.version_info < (3, 11):
+            return
+        who = self.describe(plugin) if plugin is not None else "a callback"
+        exc.add_note(f"(raised by {who} in hook {event!r})")
+        exc._pa_annotated = True  # type: ignore[attr-defined]
+
+    # -- state --------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The ``state_dict()`` of every callback that has one, keyed by class name."""
+        return {
+            type(cb).__qualname__: cb.state_dict()
+            for cb in self._callbacks
+            if callable(getattr(cb, "state_dict", None)) and not inspect.ismodule(cb)
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Give each callback its saved state (callbacks not in ``state`` keep theirs)."""
+        for cb in self._callbacks:
+            key = type(cb).__qualname__
+            if key in state and callable(getattr(cb, "load_state_dict", None)):
+                cb.load_state_dict(state[key])
+
+
+_CUSTOM: Any = object()

@@ -1,0 +1,221 @@
+"""Every hook a pa Trainer calls: the reference for callback and plugin authors.
+
+A callback or plugin is any object with methods named after these hooks, marked with
+:data:`pa_core.hookimpl`. Each method takes only the arguments it needs, in any order, so
+hooks can gain arguments without breaking old plugins::
+
+    from pa_core import hookimpl
+
+    class PrintLoss:
+        @hookimpl
+        def on_train_epoch_end(self, trainer):
+            trainer.print(trainer.run_history.get_latest_metric("train_loss_epoch"))
+
+Upstream-style callbacks (subclasses of :class:`pa_core.TrainerCallback` with plain
+``on_*(self, trainer, **kwargs)`` methods) receive every argument as keywords instead.
+
+Callbacks are called in the order the user listed them. Events return nothing; a callback
+ends training early by raising :class:`pa_core.StopTrainingError`. Hooks marked *hot* run
+once per batch: keep them cheap and avoid reading tensors back to the host (``.item()``)
+there, which stalls the device.
+
+Besides these, ``trainer.callback_handler.call_event("on_my_event", trainer=trainer, ...)``
+calls any custom event on the callbacks that define it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from pa_core.trainer import Trainer
+
+PROJECT_NAME = "pa"
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+# ---------------------------------------------------------------------------
+# Set-up
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def on_init_end(trainer: Trainer) -> None:
+    """Called at the end of ``Trainer.__init__``.
+
+    The Accelerator exists, so ``trainer.device`` and ``trainer.print`` work.
+    """
+
+
+@hookspec
+def pa_configure_accelerator(trainer: Trainer, accelerator_kwargs: dict[str, Any]) -> None:
+    """Called before each Accelerator is created; edit ``accelerator_kwargs`` in place.
+
+    The Trainer creates an Accelerator at construction and a fresh one for every
+    ``train()`` and ``evaluate()`` call. ``accelerator_kwargs`` is the dict of keyword
+    arguments about to be passed to ``accelerate.Accelerator``; integrations use this
+    hook to add, for example, a ``deepspeed_plugin``. Fires before ``on_init_end``.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Training run
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def on_training_run_start(trainer: Trainer) -> None:
+    """Called at the start of ``train()``, after the model, optimizer, data loaders and
+    scheduler are prepared and any ``resume_from`` state is restored, before the first epoch.
+
+    ``trainer.run_config`` is available from here on.
+    """
+
+
+@hookspec
+def on_train_epoch_start(trainer: Trainer) -> None:
+    """Called at the start of each training epoch, after ``model.train()``."""
+
+
+@hookspec
+def on_train_step_start(trainer: Trainer) -> None:
+    """Called before each training batch's forward pass. *Hot.*"""
+
+
+@hookspec
+def on_train_step_end(trainer: Trainer, batch: Any, batch_output: dict[str, Any], step: int) -> None:
+    """Called after a training batch's loss is computed and before ``backward``. *Hot.*
+
+    :param batch: the batch as yielded by the (prepared) train data loader.
+    :param batch_output: the dict returned by ``calculate_train_batch_loss``: ``loss``
+        (unscaled by gradient accumulation, a tensor on the device), ``model_outputs``,
+        ``batch_size`` and anything else the method returned.
+    :param step: the batch's index within the epoch, starting at 0.
+    """
+
+
+@hookspec
+def on_train_update_end(trainer: Trainer, step: int, num_updates: int) -> None:
+    """Called after each optimizer update (after the scheduler step and ``zero_grad``). *Hot.*
+
+    With gradient accumulation this fires once every ``gradient_accumulation_steps``
+    batches (and after the last batch of an epoch). A training state saved here resumes
+    exactly.
+
+    :param step: the index within the epoch of the batch that completed the update.
+    :param num_updates: optimizer updates performed so far in this training run.
+    """
+
+
+@hookspec
+def on_train_epoch_end(trainer: Trainer) -> None:
+    """Called after each training epoch; ``train_loss_epoch`` is already in the run history."""
+
+
+@hookspec
+def on_eval_epoch_start(trainer: Trainer, is_intermediate: bool) -> None:
+    """Called at the start of each evaluation epoch, after ``model.eval()``.
+
+    :param is_intermediate: True when the evaluation was started in the middle of a
+        training epoch (for example by a step-based evaluation callback).
+    """
+
+
+@hookspec
+def on_eval_step_start(trainer: Trainer) -> None:
+    """Called before each evaluation batch's forward pass. *Hot.*"""
+
+
+@hookspec
+def on_eval_step_end(trainer: Trainer, batch: Any, batch_output: dict[str, Any]) -> None:
+    """Called after each evaluation batch's loss is computed. *Hot.*
+
+    :param batch: the batch as yielded by the eval data loader.
+    :param batch_output: the dict returned by ``calculate_eval_batch_loss``.
+    """
+
+
+@hookspec
+def on_eval_epoch_end(trainer: Trainer, is_intermediate: bool) -> None:
+    """Called after each evaluation epoch; ``eval_loss_epoch`` (or
+    ``intermediate_eval_loss`` / ``evaluation_loss``) is already in the run history.
+
+    :param is_intermediate: see :func:`on_eval_epoch_start`.
+    """
+
+
+@hookspec
+def on_training_run_epoch_end(trainer: Trainer) -> None:
+    """Called after each epoch's training and evaluation, before the epoch counter advances.
+
+    This is where callbacks compare metrics across epochs (early stopping, saving the
+    best model).
+    """
+
+
+@hookspec
+def on_training_run_end(trainer: Trainer) -> None:
+    """Called at the end of ``train()``, also when a ``StopTrainingError`` ended it early."""
+
+
+# ---------------------------------------------------------------------------
+# Evaluation run
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def on_evaluation_run_start(trainer: Trainer) -> None:
+    """Called at the start of ``evaluate()``, after the model and data loader are prepared."""
+
+
+@hookspec
+def on_evaluation_run_end(trainer: Trainer) -> None:
+    """Called at the end of ``evaluate()``; ``evaluation_loss`` is in the run history."""
+
+
+# ---------------------------------------------------------------------------
+# Failure
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def on_stop_training_error(trainer: Trainer, error: BaseException) -> None:
+    """Called when a :class:`pa_core.StopTrainingError` ended training or evaluation.
+
+    :param error: the raised error; its message has already been printed.
+    """
+
+
+@hookspec
+def on_exception(trainer: Trainer, exception: BaseException) -> None:
+    """Called when ``train()`` or ``evaluate()`` is about to propagate an exception.
+
+    Lets integrations clean up (close files, mark an experiment-tracker run as failed).
+    The exception is re-raised after every callback has run; an exception raised here is
+    reported but does not replace the original one.
+    """
+
+
+#: The names of every hook above, in the order a training run meets them.
+EVENT_NAMES: tuple[str, ...] = (
+    "on_init_end",
+    "on_training_run_start",
+    "on_train_epoch_start",
+    "on_train_step_start",
+    "on_train_step_end",
+    "on_train_update_end",
+    "on_train_epoch_end",
+    "on_eval_epoch_start",
+    "on_eval_step_start",
+    "on_eval_step_end",
+    "on_eval_epoch_end",
+    "on_training_run_epoch_end",
+    "on_training_run_end",
+    "on_evaluation_run_start",
+    "on_evaluation_run_end",
+    "on_stop_training_error",
+    "on_exception",
+)
+HOOK_NAMES: tuple[str, ...] = (*EVENT_NAMES, "pa_configure_accelerator")

@@ -1,0 +1,870 @@
+"""The Trainer: a plain PyTorch training loop over Hugging Face Accelerate.
+
+Read it top to bottom: ``train()`` builds the data loaders, prepares everything with
+Accelerate and runs ``_run_training``, which runs ``_run_train_epoch`` and ``_run_eval_epoch``
+each epoch. Every step of the loop is a short method a subclass can override, and each
+overridable method runs before the callback event of the same name.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.data_loader import BatchSamplerShard
+from accelerate.optimizer import AcceleratedOptimizer
+from accelerate.utils import DistributedType, set_seed
+from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
+
+from pa_core import _plugins
+from pa_core._serialization import atomic_save, replace_directory, safe_load
+from pa_core.callbacks import CallbackHandler, StopTrainingError
+from pa_core.placeholders import replace_trainer_placeholder_values
+from pa_core.run_config import TrainerRunConfig
+from pa_core.tracking import InMemoryRunHistory, LossTracker, RunHistory
+
+__all__ = ["DEFAULT_CALLBACKS", "Trainer", "TrainerWithTimmScheduler"]
+
+#: The callbacks a Trainer uses unless told otherwise, as ``pa.callbacks`` catalogue names.
+#: They are provided by pa-callbacks; with pa-core alone the Trainer trains silently.
+DEFAULT_CALLBACKS: tuple[str, ...] = (
+    "move-modules-to-device",
+    "terminate-on-nan",
+    "print-progress",
+    "progress-bar",
+    "log-metrics",
+)
+
+TRAINER_STATE_FILE = "pa_trainer_state.pt"
+LIMIT_BATCHES_ENV = "PT_ACC_LIMIT_BATCHES"
+
+
+class Trainer:
+    """Trains and evaluates a model with the loop below.
+
+    :param model: the ``nn.Module`` to train.
+    :param loss_func: called as ``loss_func(model_outputs, targets)``; None for models that
+        compute their own loss (then override ``calculate_train_batch_loss``).
+    :param optimizer: a torch optimizer over the model's parameters (None to only evaluate).
+    :param callbacks: callback instances, classes or ``pa.callbacks`` names, called in order.
+    :param run_history: where metrics are recorded; an :class:`InMemoryRunHistory` by default.
+
+    Set ``seed`` (class or instance attribute) to change the seed ``train()`` uses, or to
+    None to leave the random state alone.
+    """
+
+    seed: int | None = 42
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        loss_func: Callable[..., torch.Tensor] | None,
+        optimizer: torch.optim.Optimizer | None,
+        callbacks: Iterable[Any] = DEFAULT_CALLBACKS,
+        run_history: RunHistory | None = None,
+    ) -> None:
+        self.model = model
+        self.loss_func = loss_func
+        self.optimizer = optimizer
+        self.callback_handler = CallbackHandler(_available_callbacks(callbacks))
+        for entry, plugin in _plugins.autoload_plugins():
+            self.callback_handler.add_plugin(plugin, origin=entry.origin)
+        self.run_history: RunHistory = run_history if run_history is not None else InMemoryRunHistory()
+        self.scheduler: Any = None
+        self.create_scheduler_fn: Callable[..., Any] | None = None
+        self.run_config: TrainerRunConfig | None = None
+        self.train_dataset: Dataset | None = None
+        self.eval_dataset: Dataset | None = None
+        self.collate_fn: Callable[..., Any] | None = None
+        self._train_dataloader: Any = None
+        self._eval_dataloader: Any = None
+        self._train_dl_kwargs: dict[str, Any] = {}
+        self._eval_dl_kwargs: dict[str, Any] = {}
+        self._loss_tracker = LossTracker()
+        self._eval_loss_tracker = LossTracker()
+        self._position = _RunPosition()
+        self._accelerator = self._new_accelerator()
+        self.callback_handler.call_event("on_init_end", self)
+
+    # ------------------------------------------------------------------------------------
+    # Accelerate
+    # ------------------------------------------------------------------------------------
+
+    def _create_accelerator(self) -> Accelerator:
+        """Create the Accelerator; override to pass options (mixed precision, kwargs handlers).
+
+        Build on ``self._accelerator_kwargs()`` to keep what integrations configure::
+
+            def _create_accelerator(self):
+                return Accelerator(**self._accelerator_kwargs(), mixed_precision="bf16")
+        """
+        return Accelerator(**self._accelerator_kwargs())
+
+    def _accelerator_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``Accelerator``, as configured by the callbacks."""
+        kwargs: dict[str, Any] = {}
+        self.callback_handler.call_event("pa_configure_accelerator", self, accelerator_kwargs=kwargs)
+        return kwargs
+
+    def _new_accelerator(self) -> Accelerator:
+        accelerator = self._create_accelerator()
+        # Shuffling from (seed, epoch) makes the data order reproducible, so a resumed run
+        # sees the same batches as an uninterrupted one.
+        config = accelerator.dataloader_config
+        config.use_seedable_sampler = True
+        if config.data_seed is None:
+            config.data_seed = self.seed if self.seed is not None else 0
+        return accelerator
+
+    # ------------------------------------------------------------------------------------
+    # Helpers
+    # ------------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        """The device this process trains on."""
+        return self._accelerator.device
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """``print`` on the local main process only."""
+        self._accelerator.print(*args, **kwargs)
+
+    def gather(self, tensor: torch.Tensor, padding_value: Any = None) -> torch.Tensor:
+        """Gather ``tensor`` from every process, concatenated along the first dimension.
+
+        Evaluation batches are not padded with repeated samples, so the last batches can
+        differ in size between processes: pass a ``padding_value`` that cannot occur in the
+        data, and tensors are padded to a common size, gathered, and the padding rows (rows
+        whose every element equals ``padding_value``) removed.
+        """
+        if padding_value is None:
+            return self._accelerator.gather(tensor)
+        from pa_core.utils import remove_padding
+
+        padded = self._accelerator.pad_across_processes(tensor, dim=0, pad_index=padding_value)
+        return remove_padding(self._accelerator.gather(padded), padding_value)
+
+    def get_model(self, keep_torch_compile: bool = True) -> torch.nn.Module:
+        """The model without Accelerate's wrappers (DDP, mixed precision)."""
+        return self._accelerator.unwrap_model(self.model, keep_torch_compile=keep_torch_compile)
+
+    # ------------------------------------------------------------------------------------
+    # train()
+    # ------------------------------------------------------------------------------------
+
+    def train(
+        self,
+        train_dataset: Dataset,
+        num_epochs: int,
+        eval_dataset: Dataset | None = None,
+        per_device_batch_size: int = 8,
+        max_num_train_steps: int | None = None,
+        gradient_accumulation_steps: int = 1,
+        gradient_clip_value: float | None = None,
+        create_scheduler_fn: Callable[..., Any] | None = None,
+        train_dataloader_kwargs: dict[str, Any] | None = None,
+        eval_dataloader_kwargs: dict[str, Any] | None = None,
+        reset_run_history: bool = True,
+        collate_fn: Callable[..., Any] | None = None,
+        resume_from: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """Train the model.
+
+        :param train_dataset: the training data; by default each batch is ``(inputs, targets)``.
+        :param num_epochs: how many passes over ``train_dataset``.
+        :param eval_dataset: evaluated after every training epoch, if given.
+        :param per_device_batch_size: the batch size on each process.
+        :param max_num_train_steps: stop after this many optimizer updates (``num_epochs``
+            becomes the number of epochs needed to reach it).
+        :param gradient_accumulation_steps: batches per optimizer update.
+        :param gradient_clip_value: clip gradients to this absolute value before each update.
+        :param create_scheduler_fn: called with the optimizer to build a scheduler stepped
+            after every optimizer update; may hold :class:`TrainerPlaceholderValues`.
+        :param train_dataloader_kwargs: override the default ``DataLoader`` arguments.
+        :param eval_dataloader_kwargs: override the default eval ``DataLoader`` arguments.
+        :param reset_run_history: clear metrics from previous runs first.
+        :param collate_fn: passed to both data loaders.
+        :param resume_from: a folder written by ``save_training_state``: continue that run.
+        """
+        _check_dataset("train_dataset", train_dataset)
+        if eval_dataset is not None:
+            _check_dataset("eval_dataset", eval_dataset)
+        _check_positive_int("num_epochs", num_epochs)
+        _check_positive_int("per_device_batch_size", per_device_batch_size)
+        _check_positive_int("gradient_accumulation_steps", gradient_accumulation_steps)
+        if max_num_train_steps is not None:
+            _check_positive_int("max_num_train_steps", max_num_train_steps)
+        if gradient_clip_value is not None and not (
+            isinstance(gradient_clip_value, (int, float)) and gradient_clip_value > 0
+        ):
+            raise ValueError(
+                f"gradient_clip_value must be a positive number or None, got {gradient_clip_value!r}."
+            )
+        if create_scheduler_fn is not None and not callable(create_scheduler_fn):
+            raise TypeError(
+                f"create_scheduler_fn must be callable (e.g. a functools.partial), got {create_scheduler_fn!r}."
+            )
+        if self.optimizer is None:
+            raise ValueError("The Trainer was created with optimizer=None; pass an optimizer to train.")
+        if resume_from is not None:
+            _check_training_state_dir("resume_from", resume_from)
+
+        self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
+        self.collate_fn, self.create_scheduler_fn = collate_fn, create_scheduler_fn
+        if reset_run_history:
+            self.run_history.reset()
+
+        self._accelerator = self._new_accelerator()
+        if self.seed is not None:
+            set_seed(self.seed, device_specific=True)
+        self._train_dataloader = self.create_train_dataloader(per_device_batch_size, train_dataloader_kwargs)
+        self._eval_dataloader = (
+            self.create_eval_dataloader(per_device_batch_size, eval_dataloader_kwargs) if eval_dataset is not None else None
+        )
+        self._prepare_model_optimizer_and_dataloaders()
+        self.run_config = self._create_run_config(
+            num_epochs, per_device_batch_size, gradient_accumulation_steps, gradient_clip_value, max_num_train_steps
+        )
+        self._check_eval_batch_size()
+        self.scheduler = self.create_scheduler() if create_scheduler_fn is not None else None
+        self._position = _RunPosition()
+        if resume_from is not None:
+            self.load_training_state(resume_from)
+        try:
+            self._run_training()
+        except BaseException as exc:
+            self._notify_exception(exc)
+            raise
+        finally:
+            self._unwrap_after_run()
+
+    def _prepare_model_optimizer_and_dataloaders(self) -> None:
+        self.model, self.optimizer, self._train_dataloader = self._accelerator.prepare(
+            self.model, self.optimizer, self._train_dataloader
+        )
+        if self._eval_dataloader is not None:
+            self._eval_dataloader = self._prepare_eval_dataloader(self._eval_dataloader)
+        limit = os.environ.get(LIMIT_BATCHES_ENV)
+        if limit:
+            from pa_core.utils import DataLoaderSlice
+
+            self._train_dataloader = DataLoaderSlice(self._train_dataloader, int(limit))
+            if self._eval_dataloader is not None:
+                self._eval_dataloader = DataLoaderSlice(self._eval_dataloader, int(limit))
+
+    def _prepare_eval_dataloader(self, dataloader: DataLoader) -> Any:
+        prepared = self._accelerator.prepare(dataloader)
+        # Every eval sample is seen exactly once: no padding with repeated samples.
+        if isinstance(getattr(prepared, "batch_sampler", None), BatchSamplerShard):
+            prepared.batch_sampler.even_batches = False
+        return prepared
+
+    def _unwrap_after_run(self) -> None:
+        self.model = self._accelerator.unwrap_model(self.model)
+        if isinstance(self.optimizer, AcceleratedOptimizer):
+            self.optimizer = self.optimizer.optimizer
+
+    def _create_run_config(
+        self,
+        num_epochs: int,
+        per_device_batch_size: int,
+        gradient_accumulation_steps: int,
+        gradient_clip_value: float | None,
+        max_num_train_steps: int | None,
+    ) -> TrainerRunConfig:
+        accelerator = self._accelerator
+        num_update_steps_per_epoch = math.ceil(len(self._train_dataloader) / gradient_accumulation_steps)
+        if max_num_train_steps is not None:
+            num_epochs = math.ceil(max_num_train_steps / num_update_steps_per_epoch)
+        eval_batch_size = self._eval_dl_kwargs.get("batch_size", per_device_batch_size)
+        return TrainerRunConfig(
+            num_epochs=num_epochs,
+            train_per_device_batch_size=self._train_dl_kwargs.get("batch_size", per_device_batch_size),
+            train_dl_kwargs=self._train_dl_kwargs,
+            eval_per_device_batch_size=eval_batch_size,
+            eval_dl_kwargs=self._eval_dl_kwargs,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            gradient_clip_value=gradient_clip_value,
+            train_total_batch_size=per_device_batch_size * accelerator.num_processes * gradient_accumulation_steps,
+            eval_total_batch_size=eval_batch_size * accelerator.num_processes,
+            num_update_steps_per_epoch=num_update_steps_per_epoch,
+            num_local_update_steps_per_epoch=num_update_steps_per_epoch,
+            max_num_train_steps=max_num_train_steps,
+            is_local_process_zero=accelerator.is_local_main_process,
+            is_world_process_zero=accelerator.is_main_process,
+            is_distributed=accelerator.distributed_type != DistributedType.NO,
+            mixed_precision=accelerator.mixed_precision,
+            num_processes=accelerator.num_processes,
+        )
+
+    def _check_eval_batch_size(self) -> None:
+        if self._eval_dataloader is None or self.run_config is None or not self.run_config.is_distributed:
+            return
+        _check_distributed_eval_size(
+            self.eval_dataset, self.run_config.eval_per_device_batch_size, self._accelerator.num_processes,
+            self._eval_dl_kwargs.get("drop_last", False),
+        )
+
+    # ------------------------------------------------------------------------------------
+    # The loop
+    # ------------------------------------------------------------------------------------
+
+    def _run_training(self) -> None:
+        self.training_run_start()
+        self.callback_handler.call_event("on_training_run_start", self)
+        try:
+            while self.run_history.current_epoch <= self.run_config.num_epochs:
+                self._run_train_epoch(self._train_dataloader)
+                if self._eval_dataloader is not None:
+                    self._run_eval_epoch(self._eval_dataloader)
+                self._position.epoch_done = True
+                self.training_run_epoch_end()
+                self.callback_handler.call_event("on_training_run_epoch_end", self)
+                self.run_history._increment_epoch()
+                self._position = _RunPosition(num_updates=self._position.num_updates)
+                if self._max_steps_reached():
+                    break
+        except StopTrainingError as error:
+            self._accelerator.print(error)
+            self.callback_handler.call_event("on_stop_training_error", self, error=error)
+        self.training_run_end()
+        self.callback_handler.call_event("on_training_run_end", self)
+
+    def _run_train_epoch(self, train_dl: Any) -> None:
+        position = self._position
+        ga = self.run_config.gradient_accumulation_steps
+        num_batches = len(train_dl)
+        self.train_epoch_start()
+        self._loss_tracker.reset()
+        if position.batches_done:  # resuming in the middle of this epoch
+            self._loss_tracker.total_loss, self._loss_tracker.running_count = position.loss_total, position.loss_count
+        self.callback_handler.call_event("on_train_epoch_start", self)
+        if hasattr(train_dl, "set_epoch"):
+            train_dl.set_epoch(self.run_history.current_epoch - 1)
+        if position.batches_done:
+            train_dl = self._accelerator.skip_first_batches(train_dl, position.batches_done)
+        sync_free = ga > 1 and self._accelerator.distributed_type != DistributedType.NO
+        for step, batch in enumerate(train_dl, start=position.batches_done):
+            self.callback_handler.call_event("on_train_step_start", self)
+            is_update_step = (step + 1) % ga == 0 or step + 1 == num_batches
+            with self._accelerator.no_sync(self.model) if sync_free and not is_update_step else nullcontext():
+                batch_output = self.calculate_train_batch_loss(batch)
+                if step == position.batches_done:
+                    _check_batch_output(batch_output, "calculate_train_batch_loss")
+                loss = batch_output["loss"]
+                self._loss_tracker.update(_true_loss(loss, batch_output, ga), batch_output["batch_size"])
+                self.callback_handler.call_event(
+                    "on_train_step_end", self, batch=batch, batch_output=batch_output, step=step
+                )
+                self.backward_step(self._loss_for_backward(loss, batch_output, ga))
+            if is_update_step:
+                if self.run_config.gradient_clip_value is not None:
+                    self._clip_gradients()
+                self.optimizer_step()
+                position.num_updates += 1
+                if self.scheduler is not None and not self._accelerator.optimizer_step_was_skipped:
+                    self.scheduler_step()
+                self.optimizer_zero_grad()
+                position.record_update(step + 1, self._loss_tracker)
+                self.callback_handler.call_event("on_train_update_end", self, step=step, num_updates=position.num_updates)
+                if self._max_steps_reached():
+                    break
+        position.train_done = True
+        self.train_epoch_end()
+        self.run_history.update_metric("train_loss_epoch", self._epoch_loss(self._loss_tracker))
+        self.callback_handler.call_event("on_train_epoch_end", self)
+
+    def _run_eval_epoch(self, valid_dl: Any, is_training: bool = True, is_intermediate: bool = False) -> None:
+        was_training = self.model.training
+        self.eval_epoch_start()
+        self._eval_loss_tracker.reset()
+        self.callback_handler.call_event("on_eval_epoch_start", self, is_intermediate=is_intermediate)
+        with torch.no_grad():
+            for step, batch in enumerate(valid_dl):
+                self.callback_handler.call_event("on_eval_step_start", self)
+                batch_output = self.calculate_eval_batch_loss(batch)
+                if step == 0:
+                    _check_batch_output(batch_output, "calculate_eval_batch_loss")
+                self._eval_loss_tracker.update(batch_output["loss"], batch_output["batch_size"])
+                self.callback_handler.call_event("on_eval_step_end", self, batch=batch, batch_output=batch_output)
+        self.eval_epoch_end()
+        if is_intermediate:
+            metric = "intermediate_eval_loss"
+        else:
+            metric = "eval_loss_epoch" if is_training else "evaluation_loss"
+        self.run_history.update_metric(metric, self._epoch_loss(self._eval_loss_tracker))
+        self.callback_handler.call_event("on_eval_epoch_end", self, is_intermediate=is_intermediate)
+        if was_training:
+            self.model.train()
+
+    def _max_steps_reached(self) -> bool:
+        max_steps = self.run_config.max_num_train_steps
+        return max_steps is not None and self._position.num_updates >= max_steps
+
+    def _loss_for_backward(self, loss: torch.Tensor, batch_output: dict[str, Any], ga: int) -> torch.Tensor:
+        if "num_items_in_batch" in batch_output:
+            # The loss is already normalised over the whole accumulation window; DDP averages
+            # gradients over processes, so undo that average when accumulating.
+            if ga > 1 and self._accelerator.num_processes > 1:
+                loss = loss * self._accelerator.num_processes
+            return loss
+        return loss / ga if ga > 1 else loss
+
+    def _epoch_loss(self, tracker: LossTracker) -> float:
+        """The sample-weighted mean loss over every process (one host read per epoch)."""
+        total, count = tracker.total_loss, tracker.running_count
+        if self._accelerator.num_processes > 1:
+            stats = torch.stack(
+                [torch.as_tensor(total, dtype=torch.float32, device=self.device).reshape(()),
+                 torch.tensor(float(count), device=self.device)]
+            )
+            total, count = self._accelerator.reduce(stats, reduction="sum").tolist()
+        return float(total) / count if count else float("nan")
+
+    def _notify_exception(self, exc: BaseException) -> None:
+        if isinstance(exc, StopTrainingError):
+            return
+        try:
+            self.callback_handler.call_event("on_exception", self, exception=exc)
+        except Exception as hook_error:  # never hide the original error
+            warnings.warn(f"A callback failed while handling an exception: {hook_error!r}", stacklevel=2)
+
+    # ------------------------------------------------------------------------------------
+    # Overridable steps
+    # ------------------------------------------------------------------------------------
+
+    def create_train_dataloader(self, batch_size: int, train_dl_kwargs: dict[str, Any] | None = None) -> DataLoader:
+        """Build the training ``DataLoader`` from the defaults updated with ``train_dl_kwargs``."""
+        self._train_dl_kwargs = _merge_dl_kwargs(self.get_default_train_dl_kwargs(batch_size), train_dl_kwargs, self.train_dataset)
+        return DataLoader(self.train_dataset, collate_fn=self.collate_fn, **self._train_dl_kwargs)
+
+    def create_eval_dataloader(self, batch_size: int, eval_dl_kwargs: dict[str, Any] | None = None) -> DataLoader:
+        """Build the evaluation ``DataLoader`` from the defaults updated with ``eval_dl_kwargs``."""
+        self._eval_dl_kwargs = _merge_dl_kwargs(self.get_default_eval_dl_kwargs(batch_size), eval_dl_kwargs, self.eval_dataset)
+        return DataLoader(self.eval_dataset, collate_fn=self.collate_fn, **self._eval_dl_kwargs)
+
+    def get_default_train_dl_kwargs(self, batch_size: int) -> dict[str, Any]:
+        """Shuffled batches of ``batch_size``; see :func:`default_num_workers` for workers."""
+        return self._default_dl_kwargs(batch_size, self.train_dataset, shuffle=True)
+
+    def get_default_eval_dl_kwargs(self, batch_size: int) -> dict[str, Any]:
+        """Unshuffled batches of ``batch_size``; see :func:`default_num_workers` for workers."""
+        return self._default_dl_kwargs(batch_size, self.eval_dataset, shuffle=False)
+
+    def _default_dl_kwargs(self, batch_size: int, dataset: Any, shuffle: bool) -> dict[str, Any]:
+        num_workers = default_num_workers(dataset)
+        kwargs: dict[str, Any] = {
+            "shuffle": shuffle,
+            "pin_memory": torch.cuda.is_available(),
+            "batch_size": batch_size,
+            "num_workers": num_workers,
+        }
+        if num_workers:
+            from pa_core.utils import worker_init_fn
+
+            kwargs["worker_init_fn"] = worker_init_fn
+            kwargs["persistent_workers"] = True
+        return kwargs
+
+    def create_scheduler(self) -> Any:
+        """Call ``create_scheduler_fn`` with the optimizer, placeholders substituted."""
+        scheduler_fn = replace_trainer_placeholder_values(self, self.create_scheduler_fn)
+        return scheduler_fn(self.optimizer)
+
+    def training_run_start(self) -> None:
+        """Called at the start of ``train()``, before ``on_training_run_start``."""
+
+    def train_epoch_start(self) -> None:
+        """Put the model in training mode."""
+        self.model.train()
+
+    def calculate_train_batch_loss(self, batch: Any) -> dict[str, Any]:
+        """Forward one training batch: ``batch[0]`` is the input, ``batch[1]`` the target.
+
+        Return a dict with ``loss`` (a scalar tensor), ``model_outputs`` and ``batch_size``;
+        optionally ``num_items_in_batch`` when the loss is already normalised over every item
+        of the gradient-accumulation window. Override for other batch layouts.
+        """
+        xb, yb = batch[0], batch[1]
+        model_outputs = self.model(xb)
+        loss = self.loss_func(model_outputs, yb)
+        return {"loss": loss, "model_outputs": model_outputs, "batch_size": yb.size(0)}
+
+    def backward_step(self, loss: torch.Tensor) -> None:
+        """Backpropagate ``loss`` (already divided by the gradient-accumulation steps)."""
+        self._accelerator.backward(loss)
+
+    def _clip_gradients(self) -> None:
+        self._accelerator.clip_grad_value_(self.model.parameters(), clip_value=self.run_config.gradient_clip_value)
+
+    def optimizer_step(self) -> None:
+        """Update the weights."""
+        self.optimizer.step()
+
+    def scheduler_step(self) -> None:
+        """Step the scheduler once per optimizer update."""
+        self.scheduler.step()
+
+    def optimizer_zero_grad(self) -> None:
+        """Reset the gradients."""
+        self.optimizer.zero_grad()
+
+    def train_epoch_end(self) -> None:
+        """Called after each training epoch, before ``train_loss_epoch`` is recorded."""
+
+    def eval_epoch_start(self) -> None:
+        """Put the model in evaluation mode."""
+        self.model.eval()
+
+    def calculate_eval_batch_loss(self, batch: Any) -> dict[str, Any]:
+        """Forward one evaluation batch (under ``torch.no_grad``); same contract as training."""
+        xb, yb = batch[0], batch[1]
+        model_outputs = self.model(xb)
+        loss = self.loss_func(model_outputs, yb)
+        return {"loss": loss, "model_outputs": model_outputs, "batch_size": yb.size(0)}
+
+    def eval_epoch_end(self) -> None:
+        """Called after each evaluation epoch, before its loss is recorded."""
+
+    def training_run_epoch_end(self) -> None:
+        """Called after each epoch's training and evaluation."""
+
+    def training_run_end(self) -> None:
+        """Called at the end of ``train()``."""
+
+    def evaluation_run_start(self) -> None:
+        """Called at the start of ``evaluate()``."""
+
+    def evaluation_run_end(self) -> None:
+        """Called at the end of ``evaluate()``."""
+
+    # ------------------------------------------------------------------------------------
+    # evaluate()
+    # ------------------------------------------------------------------------------------
+
+    def evaluate(
+        self,
+        dataset: Dataset | None = None,
+        per_device_batch_size: int = 8,
+        dataloader_kwargs: dict[str, Any] | None = None,
+        collate_fn: Callable[..., Any] | None = None,
+    ) -> None:
+        """Run one evaluation epoch and record ``evaluation_loss`` in a fresh run history.
+
+        :param dataset: the data to evaluate; defaults to the last ``eval_dataset``.
+        """
+        dataset = dataset if dataset is not None else self.eval_dataset
+        if dataset is None:
+            raise ValueError("evaluate() needs a dataset: pass `dataset` (no eval_dataset was given to train()).")
+        _check_dataset("dataset", dataset)
+        _check_positive_int("per_device_batch_size", per_device_batch_size)
+        self.eval_dataset = dataset
+        if collate_fn is not None:
+            self.collate_fn = collate_fn
+        self.run_history.reset()
+        self._accelerator = self._new_accelerator()
+        self._eval_dataloader = self.create_eval_dataloader(per_device_batch_size, dataloader_kwargs)
+        self.model = self._accelerator.prepare(self.model)
+        self._eval_dataloader = self._prepare_eval_dataloader(self._eval_dataloader)
+        if self._accelerator.num_processes > 1:
+            _check_distributed_eval_size(
+                dataset, self._eval_dl_kwargs.get("batch_size", per_device_batch_size),
+                self._accelerator.num_processes, self._eval_dl_kwargs.get("drop_last", False),
+            )
+        try:
+            self.evaluation_run_start()
+            self.callback_handler.call_event("on_evaluation_run_start", self)
+            try:
+                self._run_eval_epoch(self._eval_dataloader, is_training=False)
+            except StopTrainingError as error:
+                self._accelerator.print(error)
+                self.callback_handler.call_event("on_stop_training_error", self, error=error)
+            self.evaluation_run_end()
+            self.callback_handler.call_event("on_evaluation_run_end", self)
+        except BaseException as exc:
+            self._notify_exception(exc)
+            raise
+        finally:
+            self.model = self._accelerator.unwrap_model(self.model)
+
+    # ------------------------------------------------------------------------------------
+    # Checkpoints
+    # ------------------------------------------------------------------------------------
+
+    def save_checkpoint(
+        self,
+        save_path: str | os.PathLike[str],
+        checkpoint_kwargs: dict[str, Any] | None = None,
+        save_optimizer: bool = True,
+        save_scheduler: bool = True,
+        save_per_node: bool = True,
+    ) -> None:
+        """Save the model weights (and optimizer/scheduler state) to one portable file.
+
+        The file holds ``model_state_dict`` (unwrapped, without ``torch.compile`` prefixes),
+        ``optimizer_state_dict`` and ``scheduler_state_dict`` when present and asked for,
+        and ``checkpoint_kwargs`` at the top level. Call it on every process; the file is
+        written by the main process of each node (``save_per_node``) or of the world only.
+        """
+        model_state = _strip_compile_prefix(self._accelerator.get_state_dict(self.model, unwrap=True))
+        checkpoint: dict[str, Any] = {"model_state_dict": model_state}
+        if save_optimizer and self.optimizer is not None:
+            checkpoint["optimizer_state_dict"] = self.optimizer.state_dict()
+        if save_scheduler and self.scheduler is not None:
+            checkpoint["scheduler_state_dict"] = self.scheduler.state_dict()
+        checkpoint.update(checkpoint_kwargs or {})
+        writer = self._accelerator.is_local_main_process if save_per_node else self._accelerator.is_main_process
+        if writer:
+            atomic_save(checkpoint, save_path)
+        self._accelerator.wait_for_everyone()
+
+    def load_checkpoint(
+        self, checkpoint_path: str | os.PathLike[str], load_optimizer: bool = True, load_scheduler: bool = True
+    ) -> dict[str, Any]:
+        """Load a file written by :meth:`save_checkpoint` and return its whole content.
+
+        Only tensors and plain data are unpickled; anything else is refused.
+        """
+        checkpoint = safe_load(checkpoint_path, map_location="cpu")
+        if load_optimizer and "optimizer_state_dict" in checkpoint and self.optimizer is None:
+            raise ValueError(
+                "The checkpoint holds an optimizer state but this Trainer has no optimizer: create the Trainer "
+                "with the optimizer, or call load_checkpoint(..., load_optimizer=False)."
+            )
+        if load_scheduler and "scheduler_state_dict" in checkpoint and self.scheduler is None:
+            raise ValueError(
+                "The checkpoint holds a scheduler state but this Trainer has no scheduler (one is created by "
+                "train(create_scheduler_fn=...)); call load_checkpoint(..., load_scheduler=False)."
+            )
+        model = self._accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        model.load_state_dict(checkpoint["model_state_dict"])
+        if load_optimizer and "optimizer_state_dict" in checkpoint:
+            self.optimizer.load_state_dict(checkpoint["optimizer_state_dict"])
+        if load_scheduler and "scheduler_state_dict" in checkpoint:
+            self.scheduler.load_state_dict(checkpoint["scheduler_state_dict"])
+        return checkpoint
+
+    def save_training_state(self, output_dir: str | os.PathLike[str], checkpoint_kwargs: dict[str, Any] | None = None) -> None:
+        """Save everything needed to continue this run with ``train(resume_from=output_dir)``.
+
+        Accelerate writes the model, optimizer, RNG and gradient-scaler states (sharded
+        where the model is); pa adds the epoch and step, run history, scheduler, loss
+        tracker and callback states. The folder appears complete or not at all. Call it on
+        every process. States saved at an optimizer update (``on_train_update_end``) or at an
+        epoch's end (``on_training_run_epoch_end``) resume exactly.
+        """
+        final_dir = Path(output_dir)
+        tmp_dir = final_dir.with_name(final_dir.name + ".incomplete")
+        self._accelerator.save_state(str(tmp_dir))
+        position = self._position
+        metadata = {
+            "format": 1,
+            "epoch": self.run_history.current_epoch,
+            "position": position.state_dict(),
+            "run_history": self.run_history.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "callbacks": self.callback_handler.state_dict(),
+            "checkpoint_kwargs": checkpoint_kwargs or {},
+        }
+        if self._accelerator.is_main_process:
+            atomic_save(metadata, tmp_dir / TRAINER_STATE_FILE)
+        self._accelerator.wait_for_everyone()
+        if self._accelerator.is_main_process:
+            replace_directory(tmp_dir, final_dir)
+        self._accelerator.wait_for_everyone()
+
+    def load_training_state(self, input_dir: str | os.PathLike[str]) -> dict[str, Any]:
+        """Restore a state written by :meth:`save_training_state`; returns pa's metadata.
+
+        ``train(resume_from=...)`` calls this after preparing the run; call it yourself only
+        on a trainer whose model and optimizer are prepared (inside a run).
+        """
+        _check_training_state_dir("input_dir", input_dir)
+        metadata = safe_load(Path(input_dir) / TRAINER_STATE_FILE)
+        self._accelerator.load_state(str(input_dir))
+        self.run_history.load_state_dict(metadata["run_history"])
+        if metadata["scheduler"] is not None and self.scheduler is not None:
+            self.scheduler.load_state_dict(metadata["scheduler"])
+        self.callback_handler.load_state_dict(metadata["callbacks"])
+        self._position = _RunPosition.from_state_dict(metadata["position"], device=self.device)
+        if self._position.epoch_done:  # saved at an epoch's end: continue with the next epoch
+            self.run_history._increment_epoch()
+            self._position = _RunPosition(num_updates=self._position.num_updates)
+        return metadata
+
+
+class TrainerWithTimmScheduler(Trainer):
+    """A Trainer for timm-style schedulers: ``step_update(num_updates)`` after every optimizer
+    update and ``step(epoch)`` at the end of every training epoch."""
+
+    def scheduler_step(self) -> None:
+        self.scheduler.step_update(num_updates=self._position.num_updates)
+
+    def train_epoch_end(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.step(self.run_history.current_epoch)
+
+
+# ----------------------------------------------------------------------------------------
+# Internals
+# ----------------------------------------------------------------------------------------
+
+
+class _RunPosition:
+    """Where the run is: what a training state records so a resumed run continues exactly."""
+
+    def __init__(self, num_updates: int = 0) -> None:
+        self.num_updates = num_updates  # optimizer updates since the run started
+        self.batches_done = 0  # batches of the current epoch finished at the last update
+        self.loss_total: Any = 0  # the epoch's loss tracker at the last update
+        self.loss_count = 0
+        self.train_done = False
+        self.epoch_done = False
+
+    def record_update(self, batches_done: int, tracker: LossTracker) -> None:
+        self.batches_done = batches_done
+        self.loss_total, self.loss_count = tracker.total_loss, tracker.running_count
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "num_updates": self.num_updates,
+            "batches_done": 0 if self.train_done else self.batches_done,
+            "loss_total": torch.as_tensor(self.loss_total, dtype=torch.float32).cpu(),
+            "loss_count": self.loss_count,
+            "epoch_done": self.epoch_done,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], device: torch.device) -> _RunPosition:
+        position = cls(num_updates=state["num_updates"])
+        position.batches_done = state["batches_done"]
+        position.loss_total = state["loss_total"].to(device)
+        position.loss_count = state["loss_count"]
+        position.epoch_done = state["epoch_done"]
+        return position
+
+
+def _available_callbacks(callbacks: Iterable[Any]) -> list[Any]:
+    """The callbacks to use; with pa-core alone, the default names are skipped with a hint."""
+    if callbacks is not DEFAULT_CALLBACKS:
+        return list(callbacks)
+    installed = _plugins.entries(_plugins.CALLBACKS_GROUP)
+    available = [name for name in callbacks if name in installed]
+    if len(available) < len(callbacks):
+        warnings.warn(
+            "pa-callbacks is not installed, so the Trainer trains without progress output or metric logging. "
+            "Install it with `pip install pa-callbacks`, or pass callbacks=() to silence this message.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return available
+
+
+def default_num_workers(dataset: Any) -> int:
+    """DataLoader worker processes for ``dataset``: none for data already in memory.
+
+    A ``TensorDataset``, list or tuple is indexed in microseconds, so worker processes
+    only add start-up and inter-process cost. Other datasets get one worker per CPU
+    available to each device (at most 8).
+    """
+    if dataset is None or isinstance(dataset, (TensorDataset, list, tuple)):
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    devices = max(torch.cuda.device_count(), 1)
+    return min(max(cpus // devices, 1), 8)
+
+
+def _merge_dl_kwargs(defaults: dict[str, Any], overrides: dict[str, Any] | None, dataset: Any) -> dict[str, Any]:
+    kwargs = {**defaults, **(overrides or {})}
+    if "sampler" in kwargs or "batch_sampler" in kwargs or isinstance(dataset, IterableDataset):
+        kwargs.pop("shuffle", None)
+    if "batch_sampler" in kwargs:
+        for key in ("batch_size", "drop_last"):
+            kwargs.pop(key, None)
+    if not kwargs.get("num_workers"):
+        kwargs.pop("persistent_workers", None)
+    return kwargs
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer (1 or more), got {value!r}.")
+
+
+def _check_dataset(name: str, dataset: Any) -> None:
+    if dataset is None:
+        raise ValueError(f"{name} is None; pass a torch Dataset (or any object with __getitem__ and __len__).")
+    if hasattr(dataset, "__len__") and len(dataset) == 0:
+        raise ValueError(f"{name} is empty (len({name}) == 0); it needs at least one sample.")
+
+
+def _check_training_state_dir(name: str, path: str | os.PathLike[str]) -> None:
+    state_file = Path(path) / TRAINER_STATE_FILE
+    if not state_file.is_file():
+        raise FileNotFoundError(
+            f"{name}={os.fspath(path)!r} is not a training state written by Trainer.save_training_state "
+            f"(no {TRAINER_STATE_FILE} in it)."
+        )
+
+
+def _check_batch_output(batch_output: Any, method: str) -> None:
+    if not isinstance(batch_output, dict) or "loss" not in batch_output or "batch_size" not in batch_output:
+        found = sorted(batch_output) if isinstance(batch_output, dict) else type(batch_output).__name__
+        raise ValueError(
+            f"{method} must return a dict with 'loss', 'model_outputs' and 'batch_size'; got {found}. "
+            f"Override Trainer.{method} to return them for your batch layout."
+        )
+    loss = batch_output["loss"]
+    if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ValueError(
+            f"The loss returned by {method} must be a scalar tensor, got {shape}. Reduce it (e.g. with "
+            f".mean()) in loss_func, or override Trainer.{method}."
+        )
+
+
+def _true_loss(loss: torch.Tensor, batch_output: dict[str, Any], ga: int) -> torch.Tensor:
+    # A loss normalised over the whole accumulation window is ~1/ga of the batch's own mean.
+    return loss * ga if ga > 1 and "num_items_in_batch" in batch_output else loss
+
+
+def _check_distributed_eval_size(dataset: Any, per_device_batch_size: int, num_processes: int, drop_last: bool) -> None:
+    if not hasattr(dataset, "__len__"):
+        return
+    num_samples = len(dataset)
+    total = per_device_batch_size * num_processes
+    if total > num_samples:
+        raise ValueError(
+            f"The eval total batch size ({per_device_batch_size} per device x {num_processes} processes = {total}) "
+            f"is larger than the eval dataset ({num_samples} samples). Use a per-device eval batch size of at most "
+            f"{max(num_samples // num_processes, 1)} (per_device_batch_size or eval_dataloader_kwargs['batch_size'])."
+        )
+    num_batches = num_samples // per_device_batch_size if drop_last else math.ceil(num_samples / per_device_batch_size)
+    idle = [rank for rank in range(num_processes) if len(range(rank, num_batches, num_processes)) == 0]
+    if idle:
+        warnings.warn(
+            f"Process(es) {idle} get no eval samples ({num_samples} samples in batches of {per_device_batch_size} "
+            f"over {num_processes} processes).",
+            UserWarning,
+            stacklevel=3,
+        )
+    elif num_samples % total:
+        warnings.warn(
+            f"The eval dataset ({num_samples} samples) does not divide into full batches of {total} across "
+            f"{num_processes} processes, so processes end with different batch sizes. Every sample is evaluated "
+            "once; to collect per-sample outputs use trainer.gather(tensor, padding_value=...).",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _strip_compile_prefix(state_dict: dict[str, Any]) -> dict[str, Any]:
+    prefix = "_orig_mod."
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}

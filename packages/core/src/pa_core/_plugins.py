@@ -7,7 +7,7 @@ Trainer asks for a name. Errors name the plugin and the distribution that provid
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import metadata
 from typing import Any
@@ -58,6 +58,8 @@ class PluginEntry:
     distribution: str
     version: str
     entry_point: metadata.EntryPoint
+    #: Entry points of other distributions claiming the same name in the same group.
+    rivals: tuple[PluginEntry, ...] = ()
 
     @property
     def origin(self) -> str:
@@ -65,6 +67,12 @@ class PluginEntry:
 
     def load(self) -> Any:
         """Import the object behind the entry point, failing loudly with its origin."""
+        if self.rivals:
+            claims = " and ".join(f"{e.distribution} {e.version} ({e.value})" for e in (self, *self.rivals))
+            raise PluginError(
+                f"Two installed distributions claim the name {self.name!r} in {self.group!r}: {claims}. "
+                "Uninstall one of them."
+            )
         try:
             return self.entry_point.load()
         except Exception as exc:
@@ -76,7 +84,11 @@ class PluginEntry:
 
 
 def entries(group: str) -> dict[str, PluginEntry]:
-    """Every entry point of ``group``, by name; two distributions claiming one name is an error."""
+    """Every entry point of ``group``, by name.
+
+    A name claimed by two distributions is kept with its ``rivals``, so that using that
+    name (and only that name) fails with a message naming both.
+    """
     found: dict[str, PluginEntry] = {}
     for dist in _distributions():
         dist_name = dist.metadata["Name"]
@@ -85,12 +97,8 @@ def entries(group: str) -> dict[str, PluginEntry]:
                 continue
             entry = PluginEntry(ep.name, group, ep.value, dist_name, dist.version, ep)
             previous = found.get(ep.name)
-            if previous is not None and previous.distribution != dist_name:
-                raise PluginError(
-                    f"Two installed distributions claim the name {ep.name!r} in {group!r}: "
-                    f"{previous.distribution} {previous.version} ({previous.value}) and "
-                    f"{dist_name} {dist.version} ({ep.value}). Uninstall one of them."
-                )
+            if previous is not None:
+                entry = replace(previous, rivals=(*previous.rivals, entry))
             found[ep.name] = entry
     return found
 

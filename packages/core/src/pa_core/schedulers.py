@@ -416,7 +416,7 @@ class WSDLrScheduler(StatefulSchedulerBase):
             raise ValueError(f"lr_min={lr_min!r} is not accepted; expected a fraction of the base rate in [0, 1]")
         if not use_inverse_sqrt_decay and lr_min == 0:
             raise ValueError(
-                "lr_min=0 is not accepted with use_inverse_sqrt_decay=False; the paper's decay shape "
+                f"lr_min={lr_min!r} is not accepted with use_inverse_sqrt_decay=False; the paper's decay shape "
                 "divides by lr_min, so give a fraction in (0, 1]"
             )
         if not (isinstance(warmup_starting_lr, Real) and 0 <= warmup_starting_lr <= max(self.base_lr_values)):

@@ -465,6 +465,10 @@ class Trainer:
             "pin_memory": torch.cuda.is_available(),
             "batch_size": batch_size,
             "num_workers": num_workers,
+            # The loader's own generator (re-seeded each epoch by Accelerate's seedable
+            # sampler) keeps starting an epoch from drawing on the global RNG, so a run
+            # resumed mid-epoch replays the same random numbers (dropout, augmentation).
+            "generator": torch.Generator(),
         }
         if num_workers:
             from pa_core.utils import worker_init_fn
@@ -836,6 +840,11 @@ def _true_loss(loss: torch.Tensor, batch_output: dict[str, Any], ga: int) -> tor
 
 
 def _check_distributed_eval_size(dataset: Any, per_device_batch_size: int, num_processes: int, drop_last: bool) -> None:
+    """Refuse an eval batch that cannot give every process a full batch; warn about uneven ends.
+
+    Eval batches are dealt to processes in turn and never padded, so with at least one full
+    batch per process every process gets samples; only the last batches can differ in size.
+    """
     if not hasattr(dataset, "__len__"):
         return
     num_samples = len(dataset)
@@ -846,16 +855,7 @@ def _check_distributed_eval_size(dataset: Any, per_device_batch_size: int, num_p
             f"is larger than the eval dataset ({num_samples} samples). Use a per-device eval batch size of at most "
             f"{max(num_samples // num_processes, 1)} (per_device_batch_size or eval_dataloader_kwargs['batch_size'])."
         )
-    num_batches = num_samples // per_device_batch_size if drop_last else math.ceil(num_samples / per_device_batch_size)
-    idle = [rank for rank in range(num_processes) if len(range(rank, num_batches, num_processes)) == 0]
-    if idle:
-        warnings.warn(
-            f"Process(es) {idle} get no eval samples ({num_samples} samples in batches of {per_device_batch_size} "
-            f"over {num_processes} processes).",
-            UserWarning,
-            stacklevel=3,
-        )
-    elif num_samples % total:
+    if num_samples % total and not drop_last:
         warnings.warn(
             f"The eval dataset ({num_samples} samples) does not divide into full batches of {total} across "
             f"{num_processes} processes, so processes end with different batch sizes. Every sample is evaluated "

@@ -1,0 +1,101 @@
+"""The ``pa`` command: ``pa plugins``, ``pa --version``, and subcommands that other
+distributions add through the ``pa.commands`` entry-point group (``pa plot`` from pa-callbacks).
+
+A ``pa.commands`` entry point names a function ``main(argv: list[str]) -> int | None``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pa_core import _plugins, hookspecs
+from pa_core.__about__ import __version__
+
+COMMANDS_GROUP = "pa.commands"
+
+
+def _implemented_hooks(obj: object) -> list[str]:
+    if isinstance(obj, type):
+        names = [n for n in dir(obj) if n in hookspecs.HOOK_NAMES]
+        marker = f"{hookspecs.PROJECT_NAME}_impl"
+        from pa_core.callbacks import TrainerCallback
+
+        if issubclass(obj, TrainerCallback):
+            return [n for n in names if getattr(obj, n) is not getattr(TrainerCallback, n)]
+        return [n for n in names if hasattr(getattr(obj, n), marker)]
+    return [n for n in hookspecs.HOOK_NAMES if hasattr(obj, n)]
+
+
+def list_plugins(load: bool = True) -> list[dict[str, object]]:
+    """Every installed pa entry point: name, group, distribution, version and (when
+    ``load``) the hooks it implements or the error that loading it raised."""
+    rows: list[dict[str, object]] = []
+    for group in (*_plugins.GROUPS, COMMANDS_GROUP):
+        for name, entry in sorted(_plugins.entries(group).items()):
+            row: dict[str, object] = {
+                "name": name, "group": group, "distribution": entry.distribution, "version": entry.version,
+                "value": entry.value,
+            }
+            if load and group in (_plugins.CALLBACKS_GROUP, _plugins.PLUGINS_GROUP):
+                try:
+                    row["hooks"] = _implemented_hooks(entry.load())
+                except _plugins.PluginError as exc:
+                    row["error"] = str(exc)
+            rows.append(row)
+    return rows
+
+
+def _print_plugins() -> int:
+    rows = list_plugins()
+    if not rows:
+        print("No pa plugins are installed. pip install pa-callbacks for the built-in callbacks.")
+        return 0
+    failed = 0
+    for group in (*_plugins.GROUPS, COMMANDS_GROUP):
+        group_rows = [r for r in rows if r["group"] == group]
+        if not group_rows:
+            continue
+        print(f"{group}:")
+        for row in group_rows:
+            print(f"  {row['name']:<24} {row['distribution']} {row['version']}  ({row['value']})")
+            if "hooks" in row:
+                print(f"  {'':<24} hooks: {', '.join(row['hooks']) or '(none)'}")  # type: ignore[arg-type]
+            if "error" in row:
+                failed += 1
+                print(f"  {'':<24} ERROR: {row['error']}")
+    autoload_off = _plugins.DISABLE_AUTOLOAD_ENV
+    print(f"\nAutoload of {_plugins.PLUGINS_GROUP}: set {autoload_off}=1 to turn it off, "
+          f"{_plugins.DISABLE_PLUGINS_ENV}=a,b to skip some.")
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pa`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = _plugins.entries(COMMANDS_GROUP)
+    parser = argparse.ArgumentParser(prog="pa", description="pa: PyTorch training loops with plugins.")
+    parser.add_argument("--version", action="store_true", help="show the versions of the installed pa distributions")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("plugins", help="list installed callbacks, plugins, examples and commands")
+    for name, entry in sorted(extra.items()):
+        sub.add_parser(name, help=f"(from {entry.distribution})", add_help=False)
+    if argv and argv[0] in extra:
+        return extra[argv[0]].load()(argv[1:]) or 0
+    args = parser.parse_args(argv)
+    if args.version:
+        print(f"pa-core {__version__}")
+        for dist in _plugins._distributions():
+            name = dist.metadata["Name"]
+            if name.startswith("pa-") and name != "pa-core":
+                print(f"{name} {dist.version}")
+        return 0
+    if args.command == "plugins":
+        return _print_plugins()
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

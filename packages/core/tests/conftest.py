@@ -1,0 +1,27 @@
+import pytest
+import torch
+
+from pa_core import Trainer
+from pa_core.testing import make_classification_dataset, tiny_classifier
+
+
+@pytest.fixture
+def make_trainer():
+    """Build a Trainer over a fresh tiny classifier with SGD; extra kwargs go to Trainer."""
+
+    def make(callbacks=(), lr=0.1, trainer_class=Trainer, model=None, **kwargs):
+        model = model if model is not None else tiny_classifier()
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+        return trainer_class(model, torch.nn.CrossEntropyLoss(), optimizer, callbacks=list(callbacks), **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def train_data():
+    return make_classification_dataset(num_samples=40, seed=0)
+
+
+@pytest.fixture
+def eval_data():
+    return make_classification_dataset(num_samples=20, seed=1)

@@ -1,0 +1,88 @@
+"""Two real processes on the CPU (gloo): data parallelism, uneven evaluation, gather."""
+
+import json
+import os
+
+import pytest
+import torch
+from accelerate import PartialState
+from accelerate.launchers import debug_launcher
+
+from pa_core import Trainer, hookimpl
+from pa_core.testing import make_classification_dataset, make_index_dataset, tiny_classifier
+
+pytestmark = pytest.mark.multiprocess
+
+
+class CollectEvalLabels:
+    """Keeps this process's eval labels and gathers them from every process at epoch end."""
+
+    def __init__(self):
+        self.local, self.gathered = [], None
+
+    @hookimpl
+    def on_eval_step_end(self, batch):
+        self.local.append(batch[1])
+
+    @hookimpl
+    def on_eval_epoch_end(self, trainer):
+        self.gathered = trainer.gather(torch.cat(self.local), padding_value=-1).tolist()
+        self.local = []
+
+
+def _train(per_device_batch_size):
+    model = tiny_classifier()
+    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.3), callbacks=[])
+    trainer.train(make_classification_dataset(num_samples=48), num_epochs=2, per_device_batch_size=per_device_batch_size)
+    return trainer
+
+
+def _two_process_run(out_dir):
+    results = {}
+    trainer = _train(per_device_batch_size=4)
+    if trainer.run_config.is_world_process_zero:
+        torch.save(trainer.model.state_dict(), os.path.join(out_dir, "ddp.pt"))
+    results["run_config"] = {
+        key: getattr(trainer.run_config, key)
+        for key in ("num_processes", "is_distributed", "train_total_batch_size", "num_update_steps_per_epoch")
+    }
+
+    # 9 samples in batches of 2: rank 0 gets 3 batches (5 samples), rank 1 gets 2 (4 samples).
+    collector = CollectEvalLabels()
+    evaluator = Trainer(tiny_classifier(num_features=1, num_classes=9), torch.nn.CrossEntropyLoss(), None, callbacks=[collector])
+    with pytest.warns(UserWarning, match="padding_value"):
+        evaluator.evaluate(make_index_dataset(num_samples=9), per_device_batch_size=2)
+    results["gathered_labels"] = collector.gathered
+    results["evaluation_loss"] = evaluator.run_history.get_latest_metric("evaluation_loss")
+
+    try:
+        evaluator.evaluate(make_index_dataset(num_samples=3), per_device_batch_size=2)
+    except ValueError as error:
+        results["too_small_eval"] = str(error)
+
+    rank = PartialState().process_index
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
+        json.dump(results, handle)
+
+
+def test_two_processes(tmp_path):
+    debug_launcher(_two_process_run, args=(str(tmp_path),), num_processes=2)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+    # Per-device batch 4 on 2 processes trains exactly like batch 8 on 1 process.
+    reference = _train(per_device_batch_size=8)
+    ddp_state = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    for name, value in reference.model.state_dict().items():
+        torch.testing.assert_close(ddp_state[name], value, rtol=1e-5, atol=1e-6)
+    assert ranks[0]["run_config"] == {
+        "num_processes": 2, "is_distributed": True, "train_total_batch_size": 8, "num_update_steps_per_epoch": 6,
+    }
+
+    # Uneven evaluation: every sample exactly once, gathered on every process.
+    for rank in ranks:
+        assert sorted(rank["gathered_labels"]) == list(range(9))
+    single = Trainer(tiny_classifier(num_features=1, num_classes=9), torch.nn.CrossEntropyLoss(), None, callbacks=[])
+    single.evaluate(make_index_dataset(num_samples=9), per_device_batch_size=2)
+    for rank in ranks:
+        assert rank["evaluation_loss"] == pytest.approx(single.run_history.get_latest_metric("evaluation_loss"), rel=1e-5)
+        assert "larger than the eval dataset (3 samples)" in rank["too_small_eval"]

@@ -1,0 +1,28 @@
+"""Cross-package tests: run with every distribution installed (nox session `integration`)."""
+
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURE_DISTRIBUTIONS = {"pa-fixture-plugin": "pa-fixture-plugin", "pa-fixture-rival": "pa-fixture-rival"}
+
+
+@pytest.fixture(scope="session")
+def fixture_plugins_installed():
+    """The fixture plugin projects, really pip-installed into this environment.
+
+    nox installs them before the run; run directly, the tests install them here once.
+    """
+    missing = []
+    for dist, folder in FIXTURE_DISTRIBUTIONS.items():
+        try:
+            metadata.distribution(dist)
+        except metadata.PackageNotFoundError:
+            missing.append(str(FIXTURES / folder))
+    if missing:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *missing], check=True)
+    return True

@@ -6,10 +6,9 @@ import os
 import pytest
 import torch
 from accelerate import PartialState
-from accelerate.launchers import debug_launcher
 
 from pa_core import Trainer, hookimpl
-from pa_core.testing import make_classification_dataset, make_index_dataset, tiny_classifier
+from pa_core.testing import make_classification_dataset, make_index_dataset, run_on_processes, tiny_classifier
 
 pytestmark = pytest.mark.multiprocess
 
@@ -66,7 +65,7 @@ def _two_process_run(out_dir):
 
 
 def test_two_processes(tmp_path):
-    debug_launcher(_two_process_run, args=(str(tmp_path),), num_processes=2)
+    run_on_processes(_two_process_run, str(tmp_path), num_processes=2)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
 
     # Per-device batch 4 on 2 processes trains exactly like batch 8 on 1 process.

@@ -16,6 +16,8 @@ second on a CPU::
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -27,6 +29,7 @@ from pa_core.callbacks import _forward_by_keyword
 
 __all__ = [
     "RecordingCallback",
+    "run_on_processes",
     "make_classification_dataset",
     "make_regression_dataset",
     "make_index_dataset",
@@ -107,3 +110,25 @@ class RecordingCallback:
     def of(self, name: str) -> list[dict[str, Any]]:
         """The arguments of every ``name`` event, in order."""
         return [kwargs for event, kwargs in self.events if event == name]
+
+
+def run_on_processes(function: Callable[..., Any], *args: Any, num_processes: int = 2) -> None:
+    """Run ``function(*args)`` in ``num_processes`` real CPU processes joined over gloo.
+
+    Each process starts from a clean Accelerate state (the processes are forked, so they
+    would otherwise inherit the single-process state of the calling test process) and with
+    one intra-op thread. An exception in any process is raised here as
+    ``torch.multiprocessing.ProcessRaisedException``. Write results to files to check them.
+    """
+    from accelerate.launchers import debug_launcher
+
+    debug_launcher(functools.partial(_run_in_fresh_process, function, args), num_processes=num_processes)
+
+
+def _run_in_fresh_process(function: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    torch.set_num_threads(1)
+    function(*args)

@@ -9,6 +9,12 @@ from pa_core import Trainer
 from pa_core.testing import make_classification_dataset, tiny_classifier
 
 
+@pytest.fixture(autouse=True)
+def no_autoloaded_plugins(monkeypatch):
+    """Third-party plugins installed in the environment must not change these tests."""
+    monkeypatch.setenv("PA_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+
 @pytest.fixture
 def make_trainer():
     """Build a Trainer over a fresh tiny classifier with SGD; extra kwargs go to Trainer."""

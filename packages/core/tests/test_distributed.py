@@ -85,3 +85,43 @@ def test_two_processes(tmp_path):
     for rank in ranks:
         assert rank["evaluation_loss"] == pytest.approx(single.run_history.get_latest_metric("evaluation_loss"), rel=1e-5)
         assert "larger than the eval dataset (3 samples)" in rank["too_small_eval"]
+
+
+class RecordLearningRates:
+    def __init__(self):
+        self.lrs = []
+
+    @hookimpl
+    def on_train_update_end(self, trainer):
+        self.lrs.append(trainer.optimizer.param_groups[0]["lr"])
+
+
+def _cosine_run(out_dir=None, per_device_batch_size=8):
+    from pa_core.schedulers import CosineLrScheduler
+
+    recorder = RecordLearningRates()
+    model = tiny_classifier()
+    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1),
+                      callbacks=[recorder])
+    trainer.train(make_classification_dataset(num_samples=64), num_epochs=3, per_device_batch_size=per_device_batch_size,
+                  create_scheduler_fn=CosineLrScheduler.create_scheduler_fn(num_warmup_epochs=1, lr_min=0.001))
+    # The scheduler's k-th step sets the rate for update k (counting from 0): one more step shows
+    # where the schedule ends, which must be exactly where training ended.
+    trainer.scheduler.step()
+    recorder.lrs.append(trainer.optimizer.param_groups[0]["lr"])
+    if out_dir is not None and trainer.run_config.is_world_process_zero:
+        with open(os.path.join(out_dir, "cosine.json"), "w") as handle:
+            json.dump(recorder.lrs, handle)
+    return recorder.lrs
+
+
+def test_cosine_schedule_is_the_same_on_one_and_two_processes(tmp_path):
+    """SPEC 9.2: the schedule is sized in per-process updates, so it covers the run on any number of processes."""
+    single = _cosine_run(per_device_batch_size=8)  # 8 updates per epoch on one process
+    run_on_processes(_cosine_run, str(tmp_path), 4, num_processes=2)  # 8 updates per epoch per process
+    double = json.loads((tmp_path / "cosine.json").read_text())
+    assert len(single) == len(double) == 24 + 1
+    assert double == pytest.approx(single)
+    assert single[-1] == pytest.approx(0.001, abs=1e-9)  # the minimum is reached at the end of training
+    assert min(single[8:-1]) > 0.001  # after warmup the rate decays to the minimum only at the end
+    assert max(single) == pytest.approx(0.1, rel=1e-3)  # the peak after one warmup epoch

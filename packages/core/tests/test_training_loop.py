@@ -440,3 +440,28 @@ def test_dict_batches_and_model_computed_loss_by_overriding(train_data):
     trainer.train(DictDataset(train_data), num_epochs=3, train_dataloader_kwargs={"num_workers": 0})
     losses = trainer.run_history.get_metric_values("train_loss_epoch")
     assert losses[-1] < losses[0]
+
+
+def test_trainer_with_timm_scheduler_steps_per_update_and_per_epoch(train_data):
+    from pa_core import TrainerWithTimmScheduler
+
+    class TimmLikeScheduler:
+        def __init__(self, optimizer):
+            self.updates, self.epochs = [], []
+
+        def step_update(self, num_updates):
+            self.updates.append(num_updates)
+
+        def step(self, epoch):
+            self.epochs.append(epoch)
+
+        def state_dict(self):
+            return {}
+
+    model = tiny_classifier()
+    trainer = TrainerWithTimmScheduler(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1),
+                                       callbacks=[])
+    trainer.train(train_data, num_epochs=2, per_device_batch_size=8, gradient_accumulation_steps=2,
+                  create_scheduler_fn=TimmLikeScheduler)
+    assert trainer.scheduler.updates == [1, 2, 3, 4, 5, 6]
+    assert trainer.scheduler.epochs == [1, 2]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from accelerate.launchers import debug_launcher
+from pa_core.testing import run_on_processes
 from accelerate.state import PartialState
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -236,12 +236,7 @@ def test_decorators_on_one_process(tmp_path, fresh_partial_state):
 
 
 def two_process_worker(out_dir: str) -> None:
-    """Runs in each child of debug_launcher; writes what the decorators returned."""
-    # debug_launcher forks after init_process_group but sets no LOCAL_RANK; set it as a real
-    # one-node launch would, and drop any single-process state inherited from the parent.
-    os.environ["LOCAL_RANK"] = str(torch.distributed.get_rank())
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    PartialState._reset_state()
+    """Runs in each of two processes; writes what the decorators returned."""
     state = PartialState(cpu=True)
     assert state.num_processes == 2
     result = {
@@ -254,7 +249,7 @@ def two_process_worker(out_dir: str) -> None:
 
 
 def test_decorators_on_two_processes(tmp_path):
-    debug_launcher(two_process_worker, args=(str(tmp_path),), num_processes=2)
+    run_on_processes(two_process_worker, str(tmp_path), num_processes=2)
     results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert results[0] == {"rank": 0, "local_only": 10, "world_only": 20, "first_saw_marker": False}
     assert results[1] == {"rank": 1, "local_only": None, "world_only": None, "first_saw_marker": True}

@@ -126,8 +126,12 @@ def run_on_processes(function: Callable[..., Any], *args: Any, num_processes: in
 
 
 def _run_in_fresh_process(function: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    import os
+
     from accelerate.state import AcceleratorState, GradientState
 
+    # One machine: the local rank is the global rank, as torchrun would set it.
+    os.environ["LOCAL_RANK"] = str(torch.distributed.get_rank())
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
     torch.set_num_threads(1)

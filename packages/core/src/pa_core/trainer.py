@@ -90,6 +90,8 @@ class Trainer:
         self._loss_tracker = LossTracker()
         self._eval_loss_tracker = LossTracker()
         self._position = _RunPosition()
+        # Read at construction, as upstream does: `with LimitBatches(2): trainer = Trainer(...)`.
+        self._limit_batches_at_init = _limit_batches_from_env()
         self._accelerator = self._new_accelerator()
         self.callback_handler.call_event("on_init_end", self)
 
@@ -251,13 +253,13 @@ class Trainer:
         )
         if self._eval_dataloader is not None:
             self._eval_dataloader = self._prepare_eval_dataloader(self._eval_dataloader)
-        limit = os.environ.get(LIMIT_BATCHES_ENV)
+        limit = _limit_batches_from_env() or self._limit_batches_at_init
         if limit:
             from pa_core.utils import DataLoaderSlice
 
-            self._train_dataloader = DataLoaderSlice(self._train_dataloader, int(limit))
+            self._train_dataloader = DataLoaderSlice(self._train_dataloader, limit)
             if self._eval_dataloader is not None:
-                self._eval_dataloader = DataLoaderSlice(self._eval_dataloader, int(limit))
+                self._eval_dataloader = DataLoaderSlice(self._eval_dataloader, limit)
 
     def _prepare_eval_dataloader(self, dataloader: DataLoader) -> Any:
         prepared = self._accelerator.prepare(dataloader)
@@ -769,6 +771,19 @@ def _available_callbacks(callbacks: Iterable[Any]) -> list[Any]:
             stacklevel=3,
         )
     return available
+
+
+def _limit_batches_from_env() -> int | None:
+    value = os.environ.get(LIMIT_BATCHES_ENV, "").strip()
+    if value.lower() in ("", "none"):
+        return None
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ValueError(f"{LIMIT_BATCHES_ENV} must be a positive integer or 'none', got {value!r}.")
+    return limit
 
 
 def default_num_workers(dataset: Any) -> int:

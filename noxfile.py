@@ -8,7 +8,6 @@ machines without a GPU (see README, "Running the tests").
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nox

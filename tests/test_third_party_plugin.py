@@ -16,8 +16,9 @@ pytestmark = pytest.mark.usefixtures("fixture_plugins_installed")
 
 def _train(callbacks=()):
     model = tiny_classifier()
-    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1),
-                      callbacks=list(callbacks))
+    trainer = Trainer(
+        model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=list(callbacks)
+    )
     trainer.train(make_classification_dataset(num_samples=16), num_epochs=2)
     return trainer
 
@@ -75,8 +76,9 @@ def test_exception_in_a_plugin_names_it_and_the_hook(monkeypatch):
     hookimpl(explode)
     with pytest.raises(RuntimeError, match="plugin bug") as info:
         _train()
-    assert any("FixturePlugin" in n and "pa-fixture-plugin" in n and "on_train_epoch_end" in n
-               for n in info.value.__notes__)
+    assert any(
+        "FixturePlugin" in n and "pa-fixture-plugin" in n and "on_train_epoch_end" in n for n in info.value.__notes__
+    )
 
 
 def test_pa_plugins_command_lists_the_plugin_with_its_hooks():

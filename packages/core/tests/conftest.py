@@ -1,12 +1,12 @@
 import pytest
 import torch
 
+from pa_core import Trainer
+from pa_core.testing import make_classification_dataset, tiny_classifier
+
 # Tiny models gain nothing from intra-op threads, and a process forked (by the two-process
 # tests) after OpenMP has started its thread pool can hang in its first parallel region.
 torch.set_num_threads(1)
-
-from pa_core import Trainer
-from pa_core.testing import make_classification_dataset, tiny_classifier
 
 
 @pytest.fixture(autouse=True)

@@ -63,8 +63,12 @@ def test_loading_optimizer_state_without_an_optimizer_is_an_error(make_trainer, 
 
 def test_torch_compile_prefixes_are_stripped(train_data, tmp_path):
     model = tiny_classifier()
-    trainer = Trainer(torch.compile(model, backend="eager"), torch.nn.CrossEntropyLoss(),
-                      torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[])
+    trainer = Trainer(
+        torch.compile(model, backend="eager"),
+        torch.nn.CrossEntropyLoss(),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        callbacks=[],
+    )
     trainer.train(train_data, num_epochs=1)
     trainer.save_checkpoint(tmp_path / "compiled.pt")
     keys = torch.load(tmp_path / "compiled.pt", weights_only=True)["model_state_dict"].keys()
@@ -186,7 +190,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(interrupter, tmp_
     # The resumed run saw exactly the batches the uninterrupted run saw after the interruption.
     seen_after = [e["batch"][1].tolist() for e in resumed_order.of("on_train_step_end")]
     all_batches = [e["batch"][1].tolist() for e in uninterrupted_order.of("on_train_step_end")]
-    assert seen_after == all_batches[len(all_batches) - len(seen_after):]
+    assert seen_after == all_batches[len(all_batches) - len(seen_after) :]
     assert resumed.run_history.current_epoch == reference.run_history.current_epoch == 4
 
 

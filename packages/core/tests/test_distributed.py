@@ -32,7 +32,9 @@ class CollectEvalLabels:
 def _train(per_device_batch_size):
     model = tiny_classifier()
     trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.3), callbacks=[])
-    trainer.train(make_classification_dataset(num_samples=48), num_epochs=2, per_device_batch_size=per_device_batch_size)
+    trainer.train(
+        make_classification_dataset(num_samples=48), num_epochs=2, per_device_batch_size=per_device_batch_size
+    )
     return trainer
 
 
@@ -48,7 +50,9 @@ def _two_process_run(out_dir):
 
     # 9 samples in batches of 2: rank 0 gets 3 batches (5 samples), rank 1 gets 2 (4 samples).
     collector = CollectEvalLabels()
-    evaluator = Trainer(tiny_classifier(num_features=1, num_classes=9), torch.nn.CrossEntropyLoss(), None, callbacks=[collector])
+    evaluator = Trainer(
+        tiny_classifier(num_features=1, num_classes=9), torch.nn.CrossEntropyLoss(), None, callbacks=[collector]
+    )
     with pytest.warns(UserWarning, match="padding_value"):
         evaluator.evaluate(make_index_dataset(num_samples=9), per_device_batch_size=2)
     results["gathered_labels"] = collector.gathered
@@ -74,7 +78,10 @@ def test_two_processes(tmp_path):
     for name, value in reference.model.state_dict().items():
         torch.testing.assert_close(ddp_state[name], value, rtol=1e-5, atol=1e-6)
     assert ranks[0]["run_config"] == {
-        "num_processes": 2, "is_distributed": True, "train_total_batch_size": 8, "num_update_steps_per_epoch": 6,
+        "num_processes": 2,
+        "is_distributed": True,
+        "train_total_batch_size": 8,
+        "num_update_steps_per_epoch": 6,
     }
 
     # Uneven evaluation: every sample exactly once, gathered on every process.
@@ -83,7 +90,9 @@ def test_two_processes(tmp_path):
     single = Trainer(tiny_classifier(num_features=1, num_classes=9), torch.nn.CrossEntropyLoss(), None, callbacks=[])
     single.evaluate(make_index_dataset(num_samples=9), per_device_batch_size=2)
     for rank in ranks:
-        assert rank["evaluation_loss"] == pytest.approx(single.run_history.get_latest_metric("evaluation_loss"), rel=1e-5)
+        assert rank["evaluation_loss"] == pytest.approx(
+            single.run_history.get_latest_metric("evaluation_loss"), rel=1e-5
+        )
         assert "larger than the eval dataset (3 samples)" in rank["too_small_eval"]
 
 
@@ -101,10 +110,15 @@ def _cosine_run(out_dir=None, per_device_batch_size=8):
 
     recorder = RecordLearningRates()
     model = tiny_classifier()
-    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1),
-                      callbacks=[recorder])
-    trainer.train(make_classification_dataset(num_samples=64), num_epochs=3, per_device_batch_size=per_device_batch_size,
-                  create_scheduler_fn=CosineLrScheduler.create_scheduler_fn(num_warmup_epochs=1, lr_min=0.001))
+    trainer = Trainer(
+        model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[recorder]
+    )
+    trainer.train(
+        make_classification_dataset(num_samples=64),
+        num_epochs=3,
+        per_device_batch_size=per_device_batch_size,
+        create_scheduler_fn=CosineLrScheduler.create_scheduler_fn(num_warmup_epochs=1, lr_min=0.001),
+    )
     # The scheduler's k-th step sets the rate for update k (counting from 0): one more step shows
     # where the schedule ends, which must be exactly where training ended.
     trainer.scheduler.step()

@@ -3,8 +3,17 @@
 import subprocess
 import sys
 
-FORBIDDEN = ("tqdm", "wandb", "deepspeed", "torchmetrics", "pa_callbacks", "pa_wandb", "pa_torchmetrics",
-             "pa_deepspeed", "pa_examples")
+FORBIDDEN = (
+    "tqdm",
+    "wandb",
+    "deepspeed",
+    "torchmetrics",
+    "pa_callbacks",
+    "pa_wandb",
+    "pa_torchmetrics",
+    "pa_deepspeed",
+    "pa_examples",
+)
 
 
 def test_import_pa_core_adds_no_optional_library():

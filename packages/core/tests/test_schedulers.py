@@ -169,7 +169,10 @@ def test_cosine_matches_closed_form_at_every_step():
 
 def test_cosine_warmup_from_absolute_start():
     scheduler = CosineLrScheduler(
-        make_optimizer(), total_num_epochs=10, num_update_steps_per_epoch=4, num_warmup_epochs=2,
+        make_optimizer(),
+        total_num_epochs=10,
+        num_update_steps_per_epoch=4,
+        num_warmup_epochs=2,
         warmup_starting_lr=1e-5,
     )
     assert scheduler.optimizer.param_groups[0]["lr"] == 1e-5  # the first update already warms up
@@ -182,7 +185,10 @@ def test_cosine_warmup_from_absolute_start():
 
 def test_cosine_warmup_from_ratio_is_per_group_and_ends_at_base():
     scheduler = CosineLrScheduler(
-        make_optimizer(), total_num_epochs=10, num_update_steps_per_epoch=4, num_warmup_epochs=2,
+        make_optimizer(),
+        total_num_epochs=10,
+        num_update_steps_per_epoch=4,
+        num_warmup_epochs=2,
         warmup_starting_lr_ratio=0.01,
     )
     values = collect(scheduler, 40)
@@ -335,7 +341,7 @@ def test_wsd_several_checkpoints_decay_before_each():
     values = [v[0] for v in collect(scheduler, 401)]
     for info in scheduler.get_decay_info():
         start, end, pre_decay = info["period_start"], info["period_end"], info["pre_decay_step"]
-        assert values[start:pre_decay + 1] == [LR_1] * (pre_decay + 1 - start)
+        assert values[start : pre_decay + 1] == [LR_1] * (pre_decay + 1 - start)
         decay = values[pre_decay:end]
         assert all(a > b for a, b in zip(decay, decay[1:]))
         assert values[end - 1] < 0.35 * LR_1

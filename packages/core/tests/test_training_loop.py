@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pa_core import StopTrainingError, Trainer, TrainerCallback, TrainerPlaceholderValues, hookimpl
-from pa_core.testing import RecordingCallback, make_classification_dataset, tiny_classifier
+from pa_core.testing import RecordingCallback, tiny_classifier
 
 
 class CountingScheduler:
@@ -29,7 +29,9 @@ def test_event_order_and_arguments_with_accumulation_and_eval(make_trainer, trai
     recorder = RecordingCallback()
     trainer = make_trainer(callbacks=[recorder])
     # 40 samples / batch 8 = 5 batches; GA 2 -> updates after batches 2, 4 and the last one.
-    trainer.train(train_data, num_epochs=2, eval_dataset=eval_data, per_device_batch_size=8, gradient_accumulation_steps=2)
+    trainer.train(
+        train_data, num_epochs=2, eval_dataset=eval_data, per_device_batch_size=8, gradient_accumulation_steps=2
+    )
 
     names = recorder.names()
     assert names[0] == "on_init_end"
@@ -37,8 +39,10 @@ def test_event_order_and_arguments_with_accumulation_and_eval(make_trainer, trai
     assert names[-1] == "on_training_run_end"
     epoch = (
         ["on_train_epoch_start"]
-        + ["on_train_step_start", "on_train_step_end"] * 2 + ["on_train_update_end"]
-        + ["on_train_step_start", "on_train_step_end"] * 2 + ["on_train_update_end"]
+        + ["on_train_step_start", "on_train_step_end"] * 2
+        + ["on_train_update_end"]
+        + ["on_train_step_start", "on_train_step_end"] * 2
+        + ["on_train_update_end"]
         + ["on_train_step_start", "on_train_step_end", "on_train_update_end"]
         + ["on_train_epoch_end", "on_eval_epoch_start"]
         + ["on_eval_step_start", "on_eval_step_end"] * 3
@@ -67,8 +71,13 @@ def test_optimizer_and_scheduler_steps_with_accumulation(make_trainer, train_dat
 
     trainer.optimizer.step = counting_step
     # 40 samples / 4 = 10 batches; GA 3 -> updates after batches 3, 6, 9, 10 = 4 per epoch.
-    trainer.train(train_data, num_epochs=3, per_device_batch_size=4, gradient_accumulation_steps=3,
-                  create_scheduler_fn=CountingScheduler)
+    trainer.train(
+        train_data,
+        num_epochs=3,
+        per_device_batch_size=4,
+        gradient_accumulation_steps=3,
+        create_scheduler_fn=CountingScheduler,
+    )
     assert len(optimizer_steps) == 12
     assert trainer.scheduler.steps == 12
     assert trainer.run_config.num_update_steps_per_epoch == 4
@@ -78,8 +87,14 @@ def test_max_num_train_steps_counts_optimizer_updates(make_trainer, train_data):
     recorder = RecordingCallback()
     trainer = make_trainer(callbacks=[recorder])
     # 10 batches of 4, GA 2 -> 5 updates per epoch; 7 updates need 2 epochs.
-    trainer.train(train_data, num_epochs=100, per_device_batch_size=4, gradient_accumulation_steps=2,
-                  max_num_train_steps=7, create_scheduler_fn=CountingScheduler)
+    trainer.train(
+        train_data,
+        num_epochs=100,
+        per_device_batch_size=4,
+        gradient_accumulation_steps=2,
+        max_num_train_steps=7,
+        create_scheduler_fn=CountingScheduler,
+    )
     assert trainer.run_config.num_epochs == 2
     assert recorder.count("on_train_update_end") == 7
     assert trainer.scheduler.steps == 7
@@ -98,8 +113,9 @@ def test_train_loss_epoch_is_the_true_mean_loss_under_accumulation(train_data):
             batch_losses.append((batch_output["loss"].item(), batch_output["batch_size"]))
 
     model = tiny_classifier()
-    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.0),
-                      callbacks=[RecordLoss()])
+    trainer = Trainer(
+        model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.0), callbacks=[RecordLoss()]
+    )
     # lr 0 keeps the weights fixed, so every batch's loss is the loss of the same model.
     # 40 samples in batches of 6: uneven last batch (4), so the mean must be sample-weighted.
     trainer.train(train_data, num_epochs=1, per_device_batch_size=6, gradient_accumulation_steps=4)
@@ -118,8 +134,13 @@ def test_accumulated_gradients_equal_one_large_batch(train_data):
     def train(batch_size, ga):
         model = tiny_classifier()
         trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.5), callbacks=[])
-        trainer.train(train_data, num_epochs=2, per_device_batch_size=batch_size, gradient_accumulation_steps=ga,
-                      train_dataloader_kwargs={"shuffle": False})
+        trainer.train(
+            train_data,
+            num_epochs=2,
+            per_device_batch_size=batch_size,
+            gradient_accumulation_steps=ga,
+            train_dataloader_kwargs={"shuffle": False},
+        )
         return torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
 
     torch.testing.assert_close(train(5, 4), train(20, 1))
@@ -137,10 +158,21 @@ def test_placeholders_with_arithmetic_in_a_real_run(make_trainer, train_data, ev
         eval_len=P.EVAL_DATALOADER_LEN,
     )
     trainer = make_trainer()
-    trainer.train(train_data, num_epochs=3, eval_dataset=eval_data, per_device_batch_size=8,
-                  gradient_accumulation_steps=2, create_scheduler_fn=scheduler_fn)
+    trainer.train(
+        train_data,
+        num_epochs=3,
+        eval_dataset=eval_data,
+        per_device_batch_size=8,
+        gradient_accumulation_steps=2,
+        create_scheduler_fn=scheduler_fn,
+    )
     assert trainer.scheduler.kwargs == {
-        "epochs": 3, "total": 7, "steps": 3, "per_process": 13, "train_len": 15, "eval_len": 3,
+        "epochs": 3,
+        "total": 7,
+        "steps": 3,
+        "per_process": 13,
+        "train_len": 15,
+        "eval_len": 3,
     }
 
 
@@ -148,16 +180,25 @@ def test_placeholder_subtraction_asks_for_addition():
     with pytest.raises(NotImplementedError, match="add a negative number"):
         TrainerPlaceholderValues.NUM_EPOCHS - 1
     assert TrainerPlaceholderValues.placeholder_set() == {
-        "NUM_EPOCHS", "NUM_UPDATE_STEPS_PER_EPOCH", "PER_PROCESS_NUM_UPDATE_STEPS_PER_EPOCH",
-        "TRAIN_DATALOADER_LEN", "EVAL_DATALOADER_LEN",
+        "NUM_EPOCHS",
+        "NUM_UPDATE_STEPS_PER_EPOCH",
+        "PER_PROCESS_NUM_UPDATE_STEPS_PER_EPOCH",
+        "TRAIN_DATALOADER_LEN",
+        "EVAL_DATALOADER_LEN",
     }
 
 
 def test_run_config_fields(make_trainer, train_data, eval_data):
     trainer = make_trainer()
-    trainer.train(train_data, num_epochs=2, eval_dataset=eval_data, per_device_batch_size=4,
-                  gradient_accumulation_steps=3, gradient_clip_value=0.5,
-                  eval_dataloader_kwargs={"batch_size": 5})
+    trainer.train(
+        train_data,
+        num_epochs=2,
+        eval_dataset=eval_data,
+        per_device_batch_size=4,
+        gradient_accumulation_steps=3,
+        gradient_clip_value=0.5,
+        eval_dataloader_kwargs={"batch_size": 5},
+    )
     config = trainer.run_config
     assert config.num_epochs == 2
     assert config.train_per_device_batch_size == 4
@@ -401,8 +442,9 @@ def test_bad_batch_output_points_at_the_method(make_trainer, train_data):
 
 def test_non_scalar_loss_is_reported(train_data):
     model = tiny_classifier()
-    trainer = Trainer(model, torch.nn.CrossEntropyLoss(reduction="none"),
-                      torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[])
+    trainer = Trainer(
+        model, torch.nn.CrossEntropyLoss(reduction="none"), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[]
+    )
     with pytest.raises(ValueError, match=r"must be a scalar tensor, got \(8,\)"):
         trainer.train(train_data, num_epochs=1)
 
@@ -459,9 +501,15 @@ def test_trainer_with_timm_scheduler_steps_per_update_and_per_epoch(train_data):
             return {}
 
     model = tiny_classifier()
-    trainer = TrainerWithTimmScheduler(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1),
-                                       callbacks=[])
-    trainer.train(train_data, num_epochs=2, per_device_batch_size=8, gradient_accumulation_steps=2,
-                  create_scheduler_fn=TimmLikeScheduler)
+    trainer = TrainerWithTimmScheduler(
+        model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[]
+    )
+    trainer.train(
+        train_data,
+        num_epochs=2,
+        per_device_batch_size=8,
+        gradient_accumulation_steps=2,
+        create_scheduler_fn=TimmLikeScheduler,
+    )
     assert trainer.scheduler.updates == [1, 2, 3, 4, 5, 6]
     assert trainer.scheduler.epochs == [1, 2]

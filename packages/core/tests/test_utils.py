@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from pa_core.testing import run_on_processes
 from accelerate.state import PartialState
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from pa_core.testing import run_on_processes
 from pa_core.utils import (
     LIMIT_BATCHES_ENV_VAR,
     DataLoaderSlice,

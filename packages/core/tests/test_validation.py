@@ -19,7 +19,10 @@ GOOD = dict(num_epochs=1, per_device_batch_size=4)
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"train_dataset": torch.utils.data.TensorDataset(torch.zeros(0, 4), torch.zeros(0))}, r"train_dataset is empty"),
+        (
+            {"train_dataset": torch.utils.data.TensorDataset(torch.zeros(0, 4), torch.zeros(0))},
+            r"train_dataset is empty",
+        ),
         ({"train_dataset": None}, r"train_dataset is None"),
         ({"eval_dataset": []}, r"eval_dataset is empty"),
         ({"num_epochs": 0}, r"num_epochs must be a positive integer .* got 0"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cache
 from importlib import metadata
 from typing import Any
 
@@ -63,7 +63,10 @@ class PluginEntry:
 
     @property
     def origin(self) -> str:
-        return f"entry point {self.name!r} = {self.value!r} in group {self.group!r} of distribution {self.distribution} {self.version}"
+        return (
+            f"entry point {self.name!r} = {self.value!r} in group {self.group!r} "
+            f"of distribution {self.distribution} {self.version}"
+        )
 
     def load(self) -> Any:
         """Import the object behind the entry point, failing loudly with its origin."""
@@ -144,7 +147,7 @@ def autoload_plugins() -> list[tuple[PluginEntry, Any]]:
     return [(entry, entry.load()) for name, entry in sorted(entries(PLUGINS_GROUP).items()) if name not in blocked]
 
 
-@lru_cache(maxsize=None)
+@cache
 def distribution_of_module(module_name: str) -> str | None:
     """The distribution that installed the top-level package of ``module_name``, if known."""
     top = module_name.split(".")[0]

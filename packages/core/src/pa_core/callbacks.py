@@ -220,7 +220,8 @@ class CallbackHandler:
             if close:
                 raise ValueError(
                     f"Callback {self.describe(callback)} defines {name!r}, which is not a pa hook; "
-                    f"did you mean {close[0]!r}? (Custom events need a name that is not a near-copy of a built-in hook.)"
+                    f"did you mean {close[0]!r}? (Custom events need a name that is not a near-copy "
+                    "of a built-in hook.)"
                 )
 
     def describe(self, callback: Any) -> str:

@@ -35,7 +35,10 @@ def list_plugins(load: bool = True) -> list[dict[str, object]]:
     for group in (*_plugins.GROUPS, COMMANDS_GROUP):
         for name, entry in sorted(_plugins.entries(group).items()):
             row: dict[str, object] = {
-                "name": name, "group": group, "distribution": entry.distribution, "version": entry.version,
+                "name": name,
+                "group": group,
+                "distribution": entry.distribution,
+                "version": entry.version,
                 "value": entry.value,
             }
             if load and group in (_plugins.CALLBACKS_GROUP, _plugins.PLUGINS_GROUP):
@@ -66,8 +69,10 @@ def _print_plugins() -> int:
                 failed += 1
                 print(f"  {'':<24} ERROR: {row['error']}")
     autoload_off = _plugins.DISABLE_AUTOLOAD_ENV
-    print(f"\nAutoload of {_plugins.PLUGINS_GROUP}: set {autoload_off}=1 to turn it off, "
-          f"{_plugins.DISABLE_PLUGINS_ENV}=a,b to skip some.")
+    print(
+        f"\nAutoload of {_plugins.PLUGINS_GROUP}: set {autoload_off}=1 to turn it off, "
+        f"{_plugins.DISABLE_PLUGINS_ENV}=a,b to skip some."
+    )
     return 1 if failed else 0
 
 

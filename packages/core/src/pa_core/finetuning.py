@@ -172,4 +172,3 @@ class ModelFreezer:
                 f"so indexes from {-self.num_groups} to {self.num_groups - 1} are accepted"
             )
         return index % self.num_groups
-

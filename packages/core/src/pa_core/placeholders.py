@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 __all__ = ["TrainerPlaceholderValues", "replace_trainer_placeholder_values"]
 
-_SUBTRACTION_MESSAGE = "Placeholders do not support subtraction; add a negative number instead, e.g. `PLACEHOLDER + -1`."
+_SUBTRACTION_MESSAGE = (
+    "Placeholders do not support subtraction; add a negative number instead, e.g. `PLACEHOLDER + -1`."
+)
 
 
 class _Arithmetic:

@@ -38,6 +38,7 @@ __all__ = [
     "estimate_checkpoint_steps",
 ]
 
+
 class SchedulerBase(ABC):
     """Base class for a scheduler of any field of an optimizer's parameter groups.
 

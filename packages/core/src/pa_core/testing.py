@@ -38,7 +38,9 @@ __all__ = [
 ]
 
 
-def make_regression_dataset(num_samples: int = 64, num_features: int = 4, noise: float = 0.01, seed: int = 0) -> TensorDataset:
+def make_regression_dataset(
+    num_samples: int = 64, num_features: int = 4, noise: float = 0.01, seed: int = 0
+) -> TensorDataset:
     """``(x, y)`` pairs with ``y = x @ w + 0.5 + noise``, ``y`` of shape ``(num_samples, 1)``."""
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(num_samples, num_features, generator=generator)

@@ -206,9 +206,7 @@ class Trainer:
         if gradient_clip_value is not None and not (
             isinstance(gradient_clip_value, (int, float)) and gradient_clip_value > 0
         ):
-            raise ValueError(
-                f"gradient_clip_value must be a positive number or None, got {gradient_clip_value!r}."
-            )
+            raise ValueError(f"gradient_clip_value must be a positive number or None, got {gradient_clip_value!r}.")
         if create_scheduler_fn is not None and not callable(create_scheduler_fn):
             raise TypeError(
                 f"create_scheduler_fn must be callable (e.g. a functools.partial), got {create_scheduler_fn!r}."
@@ -228,7 +226,9 @@ class Trainer:
             set_seed(self.seed, device_specific=True)
         self._train_dataloader = self.create_train_dataloader(per_device_batch_size, train_dataloader_kwargs)
         self._eval_dataloader = (
-            self.create_eval_dataloader(per_device_batch_size, eval_dataloader_kwargs) if eval_dataset is not None else None
+            self.create_eval_dataloader(per_device_batch_size, eval_dataloader_kwargs)
+            if eval_dataset is not None
+            else None
         )
         self._prepare_model_optimizer_and_dataloaders()
         self.run_config = self._create_run_config(
@@ -310,7 +310,9 @@ class Trainer:
         if self._eval_dataloader is None or self.run_config is None or not self.run_config.is_distributed:
             return
         _check_distributed_eval_size(
-            self.eval_dataset, self.run_config.eval_per_device_batch_size, self._accelerator.num_processes,
+            self.eval_dataset,
+            self.run_config.eval_per_device_batch_size,
+            self._accelerator.num_processes,
             self._eval_dl_kwargs.get("drop_last", False),
         )
 
@@ -375,7 +377,9 @@ class Trainer:
                     self.scheduler_step()
                 self.optimizer_zero_grad()
                 position.record_update(step + 1, self._loss_tracker)
-                self.callback_handler.call_event("on_train_update_end", self, step=step, num_updates=position.num_updates)
+                self.callback_handler.call_event(
+                    "on_train_update_end", self, step=step, num_updates=position.num_updates
+                )
                 if self._max_steps_reached():
                     break
         position.train_done = True
@@ -424,8 +428,10 @@ class Trainer:
         total, count = tracker.total_loss, tracker.running_count
         if self._accelerator.num_processes > 1:
             stats = torch.stack(
-                [torch.as_tensor(total, dtype=torch.float32, device=self.device).reshape(()),
-                 torch.tensor(float(count), device=self.device)]
+                [
+                    torch.as_tensor(total, dtype=torch.float32, device=self.device).reshape(()),
+                    torch.tensor(float(count), device=self.device),
+                ]
             )
             total, count = self._accelerator.reduce(stats, reduction="sum").tolist()
         return float(total) / count if count else float("nan")
@@ -444,12 +450,16 @@ class Trainer:
 
     def create_train_dataloader(self, batch_size: int, train_dl_kwargs: dict[str, Any] | None = None) -> DataLoader:
         """Build the training ``DataLoader`` from the defaults updated with ``train_dl_kwargs``."""
-        self._train_dl_kwargs = _merge_dl_kwargs(self.get_default_train_dl_kwargs(batch_size), train_dl_kwargs, self.train_dataset)
+        self._train_dl_kwargs = _merge_dl_kwargs(
+            self.get_default_train_dl_kwargs(batch_size), train_dl_kwargs, self.train_dataset
+        )
         return DataLoader(self.train_dataset, collate_fn=self.collate_fn, **self._train_dl_kwargs)
 
     def create_eval_dataloader(self, batch_size: int, eval_dl_kwargs: dict[str, Any] | None = None) -> DataLoader:
         """Build the evaluation ``DataLoader`` from the defaults updated with ``eval_dl_kwargs``."""
-        self._eval_dl_kwargs = _merge_dl_kwargs(self.get_default_eval_dl_kwargs(batch_size), eval_dl_kwargs, self.eval_dataset)
+        self._eval_dl_kwargs = _merge_dl_kwargs(
+            self.get_default_eval_dl_kwargs(batch_size), eval_dl_kwargs, self.eval_dataset
+        )
         return DataLoader(self.eval_dataset, collate_fn=self.collate_fn, **self._eval_dl_kwargs)
 
     def get_default_train_dl_kwargs(self, batch_size: int) -> dict[str, Any]:
@@ -581,8 +591,10 @@ class Trainer:
         self._eval_dataloader = self._prepare_eval_dataloader(self._eval_dataloader)
         if self._accelerator.num_processes > 1:
             _check_distributed_eval_size(
-                dataset, self._eval_dl_kwargs.get("batch_size", per_device_batch_size),
-                self._accelerator.num_processes, self._eval_dl_kwargs.get("drop_last", False),
+                dataset,
+                self._eval_dl_kwargs.get("batch_size", per_device_batch_size),
+                self._accelerator.num_processes,
+                self._eval_dl_kwargs.get("drop_last", False),
             )
         try:
             self.evaluation_run_start()
@@ -657,7 +669,9 @@ class Trainer:
             self.scheduler.load_state_dict(checkpoint["scheduler_state_dict"])
         return checkpoint
 
-    def save_training_state(self, output_dir: str | os.PathLike[str], checkpoint_kwargs: dict[str, Any] | None = None) -> None:
+    def save_training_state(
+        self, output_dir: str | os.PathLike[str], checkpoint_kwargs: dict[str, Any] | None = None
+    ) -> None:
         """Save everything needed to continue this run with ``train(resume_from=output_dir)``.
 
         Accelerate writes the model, optimizer, RNG and gradient-scaler states (sharded
@@ -882,4 +896,4 @@ def _check_distributed_eval_size(dataset: Any, per_device_batch_size: int, num_p
 
 def _strip_compile_prefix(state_dict: dict[str, Any]) -> dict[str, Any]:
     prefix = "_orig_mod."
-    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
+    return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state_dict.items()}

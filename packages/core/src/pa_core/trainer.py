@@ -358,6 +358,10 @@ class Trainer:
         for step, batch in enumerate(train_dl, start=position.batches_done):
             self.callback_handler.call_event("on_train_step_start", self)
             is_update_step = (step + 1) % ga == 0 or step + 1 == num_batches
+            if ga > 1:
+                # Tell Accelerate where the accumulation window ends, so engines that accumulate
+                # themselves (DeepSpeed) step exactly when this loop does.
+                self._accelerator.sync_gradients = is_update_step
             with self._accelerator.no_sync(self.model) if sync_free and not is_update_step else nullcontext():
                 batch_output = self.calculate_train_batch_loss(batch)
                 if step == position.batches_done:
@@ -421,7 +425,9 @@ class Trainer:
             if ga > 1 and self._accelerator.num_processes > 1:
                 loss = loss * self._accelerator.num_processes
             return loss
-        return loss / ga if ga > 1 else loss
+        if ga == 1 or self._accelerator.distributed_type == DistributedType.DEEPSPEED:
+            return loss  # the DeepSpeed engine divides by its accumulation steps itself
+        return loss / ga
 
     def _epoch_loss(self, tracker: LossTracker) -> float:
         """The sample-weighted mean loss over every process (one host read per epoch)."""

@@ -5,6 +5,8 @@ documented in :mod:`pa_core.hookspecs`.
 """
 
 from pa_core.__about__ import __version__
+from pa_core._preemption import TrainingPreempted
+from pa_core._serialization import UnsafeCheckpointError
 from pa_core.callbacks import CallbackHandler, StopTrainingError, TrainerCallback
 from pa_core.hookspecs import hookimpl, hookspec
 from pa_core.placeholders import TrainerPlaceholderValues, replace_trainer_placeholder_values
@@ -24,6 +26,8 @@ __all__ = [
     "TrainerPlaceholderValues",
     "TrainerRunConfig",
     "TrainerWithTimmScheduler",
+    "TrainingPreempted",
+    "UnsafeCheckpointError",
     "__version__",
     "hookimpl",
     "hookspec",

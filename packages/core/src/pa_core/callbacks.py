@@ -88,6 +88,9 @@ class TrainerCallback:
     def on_stop_training_error(self, trainer: Trainer, **kwargs: Any) -> None:
         """See :func:`pa_core.hookspecs.on_stop_training_error`."""
 
+    def on_preemption(self, trainer: Trainer, **kwargs: Any) -> None:
+        """See :func:`pa_core.hookspecs.on_preemption`."""
+
     def on_exception(self, trainer: Trainer, **kwargs: Any) -> None:
         """See :func:`pa_core.hookspecs.on_exception`."""
 

@@ -189,6 +189,19 @@ def on_stop_training_error(trainer: Trainer, error: BaseException) -> None:
 
 
 @hookspec
+def on_preemption(trainer: Trainer, signal_number: int, state_dir: str | None) -> None:
+    """Called when SIGTERM or SIGINT stopped training after an optimizer update.
+
+    Fires on every process, after the training state was saved to ``state_dir`` (None when
+    ``trainer.preemption_save_dir`` is not set) and before :class:`pa_core.TrainingPreempted`
+    is raised. Save anything else that must survive here.
+
+    :param signal_number: the signal received (``signal.SIGTERM`` or ``signal.SIGINT``).
+    :param state_dir: where the training state was saved, or None.
+    """
+
+
+@hookspec
 def on_exception(trainer: Trainer, exception: BaseException) -> None:
     """Called when ``train()`` or ``evaluate()`` is about to propagate an exception.
 
@@ -216,6 +229,7 @@ EVENT_NAMES: tuple[str, ...] = (
     "on_evaluation_run_start",
     "on_evaluation_run_end",
     "on_stop_training_error",
+    "on_preemption",
     "on_exception",
 )
 HOOK_NAMES: tuple[str, ...] = (*EVENT_NAMES, "pa_configure_accelerator")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import warnings
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -24,7 +25,8 @@ from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from pa_core import _plugins
-from pa_core._serialization import atomic_save, replace_directory, safe_load
+from pa_core._preemption import SignalWatcher, TrainingPreempted
+from pa_core._serialization import atomic_save, replace_directory, safe_load, verify_training_state_files
 from pa_core.callbacks import CallbackHandler, StopTrainingError
 from pa_core.placeholders import replace_trainer_placeholder_values
 from pa_core.run_config import TrainerRunConfig
@@ -58,9 +60,19 @@ class Trainer:
 
     Set ``seed`` (class or instance attribute) to change the seed ``train()`` uses, or to
     None to leave the random state alone.
+
+    SIGTERM or SIGINT during ``train()`` stops the run after the current optimizer update on
+    every process; the Trainer then saves a training state to ``preemption_save_dir`` (if
+    set), fires ``on_preemption`` and raises :class:`TrainingPreempted` (exit status 143 or
+    130). A second signal acts at once. In multi-process runs the processes agree on stopping
+    every ``preemption_check_interval`` updates (a tiny all-reduce on the CPU, never a GPU
+    synchronisation). Set ``handle_signals = False`` to leave signals alone.
     """
 
     seed: int | None = 42
+    preemption_save_dir: str | os.PathLike[str] | None = None
+    preemption_check_interval: int = 1
+    handle_signals: bool = True
 
     def __init__(
         self,
@@ -90,6 +102,7 @@ class Trainer:
         self._loss_tracker = LossTracker()
         self._eval_loss_tracker = LossTracker()
         self._position = _RunPosition()
+        self._signals: SignalWatcher | None = None
         # Read at construction, as upstream does: `with LimitBatches(2): trainer = Trainer(...)`.
         self._limit_batches_at_init = _limit_batches_from_env()
         self._accelerator = self._new_accelerator()
@@ -112,6 +125,10 @@ class Trainer:
     def _accelerator_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``Accelerator``, as configured by the callbacks."""
         kwargs: dict[str, Any] = {}
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _accelerator_device_available():
+            # Launched on several processes (torchrun, accelerate launch) on a machine without
+            # an accelerator: Accelerate only goes multi-process on the CPU when told to.
+            kwargs["cpu"] = True
         self.callback_handler.call_event("pa_configure_accelerator", self, accelerator_kwargs=kwargs)
         return kwargs
 
@@ -211,10 +228,20 @@ class Trainer:
             raise TypeError(
                 f"create_scheduler_fn must be callable (e.g. a functools.partial), got {create_scheduler_fn!r}."
             )
+        for name, value in (
+            ("train_dataloader_kwargs", train_dataloader_kwargs),
+            ("eval_dataloader_kwargs", eval_dataloader_kwargs),
+        ):
+            if value is not None and not isinstance(value, dict):
+                raise TypeError(f"{name} must be a dict of DataLoader arguments or None, got {value!r}.")
+        if collate_fn is not None and not callable(collate_fn):
+            raise TypeError(f"collate_fn must be callable or None, got {collate_fn!r}.")
+        if not isinstance(reset_run_history, bool):
+            raise TypeError(f"reset_run_history must be True or False, got {reset_run_history!r}.")
         if self.optimizer is None:
             raise ValueError("The Trainer was created with optimizer=None; pass an optimizer to train.")
         if resume_from is not None:
-            _check_training_state_dir("resume_from", resume_from)
+            resume_from = _check_training_state_dir("resume_from", resume_from)
 
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
         self.collate_fn, self.create_scheduler_fn = collate_fn, create_scheduler_fn
@@ -237,10 +264,12 @@ class Trainer:
         self._check_eval_batch_size()
         self.scheduler = self.create_scheduler() if create_scheduler_fn is not None else None
         self._position = _RunPosition()
+        self._reported_non_finite = False
         if resume_from is not None:
             self.load_training_state(resume_from)
         try:
-            self._run_training()
+            with SignalWatcher() if self.handle_signals else nullcontext() as self._signals:
+                self._run_training()
         except BaseException as exc:
             self._notify_exception(exc)
             raise
@@ -384,11 +413,25 @@ class Trainer:
                 self.callback_handler.call_event(
                     "on_train_update_end", self, step=step, num_updates=position.num_updates
                 )
+                if self._signals is not None and position.num_updates % self.preemption_check_interval == 0:
+                    signal_number = self._signals.poll()
+                    if signal_number:
+                        self._stop_for_preemption(signal_number)
                 if self._max_steps_reached():
                     break
         position.train_done = True
         self.train_epoch_end()
-        self.run_history.update_metric("train_loss_epoch", self._epoch_loss(self._loss_tracker))
+        train_loss = self._epoch_loss(self._loss_tracker)
+        self.run_history.update_metric("train_loss_epoch", train_loss)
+        if not math.isfinite(train_loss) and not self._reported_non_finite:
+            self._reported_non_finite = True
+            warnings.warn(
+                f"train_loss_epoch is {train_loss} in epoch {self.run_history.current_epoch}: training diverged "
+                "(lower the learning rate, clip gradients, check the data), and the weights are probably no longer "
+                "finite. Add the terminate-on-nan callback to stop such runs automatically.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         self.callback_handler.call_event("on_train_epoch_end", self)
 
     def _run_eval_epoch(self, valid_dl: Any, is_training: bool = True, is_intermediate: bool = False) -> None:
@@ -413,6 +456,15 @@ class Trainer:
         self.callback_handler.call_event("on_eval_epoch_end", self, is_intermediate=is_intermediate)
         if was_training:
             self.model.train()
+
+    def _stop_for_preemption(self, signal_number: int) -> None:
+        state_dir = os.fspath(self.preemption_save_dir) if self.preemption_save_dir is not None else None
+        if state_dir is not None:
+            self.save_training_state(state_dir)
+        self.callback_handler.call_event("on_preemption", self, signal_number=signal_number, state_dir=state_dir)
+        error = TrainingPreempted(signal_number, state_dir, self.run_history.current_epoch, self._position.num_updates)
+        self._accelerator.print(error)
+        raise error
 
     def _max_steps_reached(self) -> bool:
         max_steps = self.run_config.max_num_train_steps
@@ -514,9 +566,9 @@ class Trainer:
         optionally ``num_items_in_batch`` when the loss is already normalised over every item
         of the gradient-accumulation window. Override for other batch layouts.
         """
-        xb, yb = batch[0], batch[1]
+        xb, yb = _inputs_and_targets(batch, "calculate_train_batch_loss")
         model_outputs = self.model(xb)
-        loss = self.loss_func(model_outputs, yb)
+        loss = _call_loss_func(self.loss_func, model_outputs, yb, "calculate_train_batch_loss")
         return {"loss": loss, "model_outputs": model_outputs, "batch_size": yb.size(0)}
 
     def backward_step(self, loss: torch.Tensor) -> None:
@@ -547,9 +599,9 @@ class Trainer:
 
     def calculate_eval_batch_loss(self, batch: Any) -> dict[str, Any]:
         """Forward one evaluation batch (under ``torch.no_grad``); same contract as training."""
-        xb, yb = batch[0], batch[1]
+        xb, yb = _inputs_and_targets(batch, "calculate_eval_batch_loss")
         model_outputs = self.model(xb)
-        loss = self.loss_func(model_outputs, yb)
+        loss = _call_loss_func(self.loss_func, model_outputs, yb, "calculate_eval_batch_loss")
         return {"loss": loss, "model_outputs": model_outputs, "batch_size": yb.size(0)}
 
     def eval_epoch_end(self) -> None:
@@ -688,6 +740,9 @@ class Trainer:
         """
         final_dir = Path(output_dir)
         tmp_dir = final_dir.with_name(final_dir.name + ".incomplete")
+        if self._accelerator.is_main_process and tmp_dir.exists():
+            shutil.rmtree(tmp_dir)  # left by a save that was killed
+        self._accelerator.wait_for_everyone()
         self._accelerator.save_state(str(tmp_dir))
         position = self._position
         metadata = {
@@ -712,8 +767,9 @@ class Trainer:
         ``train(resume_from=...)`` calls this after preparing the run; call it yourself only
         on a trainer whose model and optimizer are prepared (inside a run).
         """
-        _check_training_state_dir("input_dir", input_dir)
-        metadata = safe_load(Path(input_dir) / TRAINER_STATE_FILE)
+        input_dir = _check_training_state_dir("input_dir", input_dir)
+        verify_training_state_files(input_dir)
+        metadata = safe_load(input_dir / TRAINER_STATE_FILE)
         self._accelerator.load_state(str(input_dir))
         self.run_history.load_state_dict(metadata["run_history"])
         if metadata["scheduler"] is not None and self.scheduler is not None:
@@ -793,6 +849,16 @@ def _available_callbacks(callbacks: Iterable[Any]) -> list[Any]:
     return available
 
 
+def _accelerator_device_available() -> bool:
+    xpu = getattr(torch, "xpu", None)
+    mps = getattr(torch.backends, "mps", None)
+    return bool(
+        torch.cuda.is_available()
+        or (xpu is not None and xpu.is_available())
+        or (mps is not None and mps.is_available())
+    )
+
+
 def _limit_batches_from_env() -> int | None:
     value = os.environ.get(LIMIT_BATCHES_ENV, "").strip()
     if value.lower() in ("", "none"):
@@ -844,13 +910,25 @@ def _check_dataset(name: str, dataset: Any) -> None:
         raise ValueError(f"{name} is empty (len({name}) == 0); it needs at least one sample.")
 
 
-def _check_training_state_dir(name: str, path: str | os.PathLike[str]) -> None:
-    state_file = Path(path) / TRAINER_STATE_FILE
-    if not state_file.is_file():
-        raise FileNotFoundError(
-            f"{name}={os.fspath(path)!r} is not a training state written by Trainer.save_training_state "
-            f"(no {TRAINER_STATE_FILE} in it)."
+def _check_training_state_dir(name: str, path: str | os.PathLike[str]) -> Path:
+    """The folder holding a complete training state: ``path``, or the previous state kept in
+    ``path.old`` if a save was killed while swapping the folders."""
+    path = Path(path)
+    if (path / TRAINER_STATE_FILE).is_file():
+        return path
+    previous = path.with_name(path.name + ".old")
+    if not path.exists() and (previous / TRAINER_STATE_FILE).is_file():
+        warnings.warn(
+            f"{os.fspath(path)!r} is missing because a save was interrupted; using the previous complete state in "
+            f"{os.fspath(previous)!r}.",
+            UserWarning,
+            stacklevel=3,
         )
+        return previous
+    raise FileNotFoundError(
+        f"{name}={os.fspath(path)!r} is not a training state written by Trainer.save_training_state "
+        f"(no {TRAINER_STATE_FILE} in it)."
+    )
 
 
 def _check_batch_output(batch_output: Any, method: str) -> None:
@@ -867,6 +945,41 @@ def _check_batch_output(batch_output: Any, method: str) -> None:
             f"The loss returned by {method} must be a scalar tensor, got {shape}. Reduce it (e.g. with "
             f".mean()) in loss_func, or override Trainer.{method}."
         )
+
+
+def _inputs_and_targets(batch: Any, method: str) -> tuple[Any, Any]:
+    if isinstance(batch, (list, tuple)) and len(batch) >= 2:
+        return batch[0], batch[1]
+    found = f"a {type(batch).__name__}" + (f" of length {len(batch)}" if isinstance(batch, (list, tuple)) else "")
+    keys = f" with keys {sorted(batch)}" if isinstance(batch, dict) else ""
+    raise TypeError(
+        f"The default Trainer.{method} expects each batch to be (inputs, targets); the data loader yielded "
+        f"{found}{keys}. Override Trainer.{method} to unpack your batches (see the README, 'Customising the loop')."
+    )
+
+
+def _call_loss_func(loss_func: Any, model_outputs: Any, targets: Any, method: str) -> torch.Tensor:
+    if loss_func is None:
+        raise ValueError(
+            f"loss_func is None, so the default Trainer.{method} cannot compute a loss. Pass a loss_func, or "
+            f"override Trainer.{method} to take the loss from your model's outputs."
+        )
+    try:
+        return loss_func(model_outputs, targets)
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        if hasattr(exc, "add_note"):
+            exc.add_note(
+                f"(pa: loss_func(model_outputs, targets) failed in Trainer.{method}; model_outputs: "
+                f"{_describe(model_outputs)}, targets: {_describe(targets)}. Check the model's output and the "
+                f"loss function agree, or override Trainer.{method}.)"
+            )
+        raise
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    return type(value).__name__
 
 
 def _true_loss(loss: torch.Tensor, batch_output: dict[str, Any], ga: int) -> torch.Tensor:

@@ -1,0 +1,89 @@
+"""Stopping cleanly when a cluster scheduler or Ctrl-C sends SIGTERM or SIGINT.
+
+The first signal only sets a flag; the Trainer looks at it after each optimizer update, so
+every process stops at the same update, saves a training state if asked, and exits. A second
+signal is handled the default way at once (SIGINT raises ``KeyboardInterrupt``, SIGTERM ends
+the process).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["TrainingPreempted"]
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class TrainingPreempted(SystemExit):
+    """Training stopped because the process received SIGTERM or SIGINT.
+
+    A ``SystemExit`` with the conventional status ``128 + signal number`` (143 for SIGTERM,
+    130 for SIGINT), so an uncaught one ends the script with that status and no traceback.
+    """
+
+    def __init__(self, signal_number: int, state_dir: str | None, epoch: int, num_updates: int) -> None:
+        super().__init__(128 + signal_number)
+        self.signal_number, self.state_dir = signal_number, state_dir
+        self.epoch, self.num_updates = epoch, num_updates
+
+    def __str__(self) -> str:
+        name = signal.Signals(self.signal_number).name
+        where = f"in epoch {self.epoch} after {self.num_updates} optimizer updates"
+        if self.state_dir:
+            return (
+                f"Training stopped by {name} {where}. The training state was saved to {self.state_dir!r}; "
+                f"continue with trainer.train(..., resume_from={self.state_dir!r})."
+            )
+        return (
+            f"Training stopped by {name} {where}. No training state was saved: set "
+            "trainer.preemption_save_dir to have one written when this happens."
+        )
+
+
+class SignalWatcher:
+    """Records SIGTERM/SIGINT while a run is in progress (a context manager)."""
+
+    def __init__(self) -> None:
+        self.signal_number: int | None = None
+        self._previous: dict[int, Any] = {}
+        self._group: Any = None
+
+    def __enter__(self) -> SignalWatcher:
+        if threading.current_thread() is threading.main_thread():
+            for signum in SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # A CPU (gloo) group lets processes agree on stopping without touching the GPU stream.
+            self._group = dist.new_group(backend="gloo")
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal_number is not None:  # the second signal: act on it now
+            self._restore()
+            os.kill(os.getpid(), signum)
+            return
+        self.signal_number = signum
+
+    def poll(self) -> int | None:
+        """The signal received by any process (all processes must call this together)."""
+        if self._group is None:
+            return self.signal_number
+        flag = torch.tensor([self.signal_number or 0], dtype=torch.int64)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
+        return int(flag.item()) or None

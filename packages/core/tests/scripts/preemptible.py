@@ -1,0 +1,62 @@
+"""A training script the reliability tests start, signal, kill and resume.
+
+python preemptible.py OUT_DIR [--resume] [--fail-rank1] [--sleep S]
+Writes OUT_DIR/ready.<rank> after the 3rd optimizer update and OUT_DIR/weights.pt at the end.
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from pa_core import Trainer, hookimpl
+from pa_core.testing import make_classification_dataset
+
+
+class Pace:
+    """Slows each update down so a signal can arrive mid-run, and fails on purpose if asked."""
+
+    def __init__(self, out_dir: Path, sleep: float, fail_rank1: bool):
+        self.out_dir, self.sleep, self.fail_rank1 = out_dir, sleep, fail_rank1
+
+    @hookimpl
+    def on_train_update_end(self, trainer, num_updates):
+        rank = trainer._accelerator.process_index
+        if num_updates == 3:
+            (self.out_dir / f"ready.{rank}").touch()
+            if self.fail_rank1 and rank == 1:
+                raise RuntimeError("rank 1 fails on purpose")
+        time.sleep(self.sleep)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--fail-rank1", action="store_true")
+    parser.add_argument("--sleep", type=float, default=0.0)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Dropout(0.2), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    trainer = Trainer(
+        model,
+        torch.nn.CrossEntropyLoss(),
+        torch.optim.AdamW(model.parameters(), lr=0.01),
+        callbacks=[Pace(args.out_dir, args.sleep, args.fail_rank1)],
+    )
+    trainer.preemption_save_dir = args.out_dir / "preempted"
+    trainer.train(
+        make_classification_dataset(num_samples=64),
+        num_epochs=3,
+        eval_dataset=make_classification_dataset(num_samples=16, seed=1),
+        per_device_batch_size=4,
+        gradient_accumulation_steps=2,
+        resume_from=args.out_dir / "preempted" if args.resume else None,
+    )
+    if trainer.run_config.is_world_process_zero:
+        torch.save(trainer.model.state_dict(), args.out_dir / "weights.pt")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Where Accelerate does avoidable work on every step, and how pa steps around it.
+
+Accelerate 1.x's ``AcceleratedOptimizer.step`` calls ``is_lomo_available()`` twice per call;
+each call is an uncached ``importlib.util.find_spec`` that searches ``sys.path`` on disk (about
+400 Python calls and several ``stat`` calls per step, 80-90 us on a small CPU machine). For
+the common case the rest of that method only calls the wrapped optimizer's ``step``, so pa
+calls it directly when that is provably equivalent:
+
+- no gradient scaler (fp16 uses one: its path needs Accelerate's patched step),
+- not XLA (it all-reduces gradients inside ``step``),
+- not a LOMO optimizer (``step`` must be a no-op for those).
+
+Everything else goes through Accelerate unchanged. The Trainer only steps at the end of an
+accumulation window, where Accelerate's own ``sync_gradients`` check would pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from accelerate.optimizer import AcceleratedOptimizer
+from accelerate.utils import DistributedType
+
+
+def optimizer_step_function(optimizer: Any) -> Callable[[], Any]:
+    """The cheapest function that performs ``optimizer.step()`` with Accelerate's semantics."""
+    if not isinstance(optimizer, AcceleratedOptimizer):
+        return optimizer.step
+    inner = optimizer.optimizer
+    if (
+        optimizer.scaler is not None
+        or optimizer.accelerator_state.distributed_type == DistributedType.XLA
+        or type(inner).__module__.split(".")[0] == "lomo_optim"
+    ):
+        return optimizer.step
+    return inner.step

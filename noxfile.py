@@ -8,9 +8,13 @@ machines without a GPU (see README, "Running the tests").
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import nox
+
+sys.path.insert(0, str(Path(__file__).parent / "matrix"))
+from rows import ROWS, missing_hardware  # noqa: E402
 
 ROOT = Path(__file__).parent
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
@@ -24,7 +28,18 @@ DEEPSPEED = "./packages/integrations/deepspeed"
 EXAMPLES = "./packages/examples"
 FIXTURES = ("./tests/fixtures/pa-fixture-plugin", "./tests/fixtures/pa-fixture-rival")
 
-nox.options.sessions = ["core", "callbacks", "wandb", "torchmetrics", "examples", "integration"]
+nox.options.sessions = [
+    "core",
+    "callbacks",
+    "wandb",
+    "torchmetrics",
+    "examples",
+    "integration",
+    "cpu",
+    "cpu-bf16",
+    "cpu-2proc",
+    "cpu-2node",
+]
 nox.options.reuse_existing_virtualenvs = True
 
 
@@ -86,3 +101,40 @@ def integration(session: nox.Session) -> None:
     """Cross-package tests: every distribution plus the fixture third-party plugins installed."""
     _install(session, CORE, f"{CALLBACKS}[plot]", WANDB, TORCHMETRICS, EXAMPLES, *FIXTURES)
     _pytest(session, "tests")
+
+
+# ----------------------------------------------------------------------------------------
+# The hardware matrix: the suite in matrix/suite under each configuration of matrix/configs,
+# launched as a user would. All rows share one environment (.nox/matrix-env).
+# ----------------------------------------------------------------------------------------
+
+MATRIX_ENV = ROOT / ".nox" / "matrix-env"
+
+
+def _matrix_python(session: nox.Session, extra: tuple[str, ...]) -> str:
+    python = MATRIX_ENV / "bin" / "python"
+    if not python.exists():
+        session.run(sys.executable, "-m", "venv", str(MATRIX_ENV), external=True)
+    session.run(str(python), "-m", "pip", "install", "--quiet", *CONSTRAINTS, *TEST_TOOLS, CORE, *extra, external=True)
+    return str(python)
+
+
+def _matrix_session(row_name: str) -> None:
+    row = ROWS[row_name]
+
+    def run_row(session: nox.Session) -> None:
+        reason = missing_hardware(row)
+        if reason:
+            session.skip(reason)
+        extra = (DEEPSPEED, *row.needs) if row_name.startswith("deepspeed") else row.needs
+        if row_name.startswith("deepspeed"):
+            session.env["DS_BUILD_OPS"] = "0"
+        python = _matrix_python(session, extra)
+        session.run(python, "matrix/run_row.py", row_name, "--", *session.posargs, external=True)
+
+    run_row.__doc__ = f"matrix row: {row.description} ({row.launcher}; configs {', '.join(row.configs)})"
+    nox.session(name=row_name, venv_backend="none")(run_row)
+
+
+for _row in ROWS:
+    _matrix_session(_row)

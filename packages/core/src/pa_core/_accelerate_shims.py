@@ -34,4 +34,13 @@ def optimizer_step_function(optimizer: Any) -> Callable[[], Any]:
         or type(inner).__module__.split(".")[0] == "lomo_optim"
     ):
         return optimizer.step
-    return inner.step
+    inner_step = inner.step
+
+    def step() -> Any:
+        result = inner_step()
+        # What a torch LR scheduler's step-tracking wrapper around ``optimizer.step`` records;
+        # without it the scheduler warns that it was stepped before the optimizer.
+        optimizer._opt_called = True
+        return result
+
+    return step

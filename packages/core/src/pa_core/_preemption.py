@@ -4,22 +4,30 @@ The first signal only sets a flag; the Trainer looks at it after each optimizer 
 every process stops at the same update, saves a training state if asked, and exits. A second
 signal is handled the default way at once (SIGINT raises ``KeyboardInterrupt``, SIGTERM ends
 the process).
+
+In a multi-process run the processes must stop at the same update, or the collective save
+that follows would mismatch. They agree through torch.distributed's key-value store, not
+through a collective: a process that received a signal publishes "stop after update n + 2";
+every process checks for that key after each update. Data-parallel processes are never more
+than one update apart (each update waits for the gradient all-reduce), so everyone sees the
+key before reaching that update. No tensor is read back from a device.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import threading
 from types import FrameType
 from typing import Any
 
-import torch
 import torch.distributed as dist
 
 __all__ = ["TrainingPreempted"]
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_RUN_IDS = itertools.count()  # the same sequence on every process: runs start in the same order
 
 
 class TrainingPreempted(SystemExit):
@@ -54,15 +62,17 @@ class SignalWatcher:
     def __init__(self) -> None:
         self.signal_number: int | None = None
         self._previous: dict[int, Any] = {}
-        self._group: Any = None
+        self._store: Any = None
+        self._key = f"pa/stop/{next(_RUN_IDS)}"
+        self._published = False
+        self._stop_after: int | None = None
 
     def __enter__(self) -> SignalWatcher:
         if threading.current_thread() is threading.main_thread():
             for signum in SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            # A CPU (gloo) group lets processes agree on stopping without touching the GPU stream.
-            self._group = dist.new_group(backend="gloo")
+            self._store = dist.distributed_c10d._get_default_store()
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -80,10 +90,17 @@ class SignalWatcher:
             return
         self.signal_number = signum
 
-    def poll(self) -> int | None:
-        """The signal received by any process (all processes must call this together)."""
-        if self._group is None:
+    def poll(self, num_updates: int) -> int | None:
+        """The signal to stop for after update ``num_updates``, or None to go on."""
+        if self._store is None:
             return self.signal_number
-        flag = torch.tensor([self.signal_number or 0], dtype=torch.int64)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
-        return int(flag.item()) or None
+        if self.signal_number is not None and not self._published:
+            self._published = True
+            if not self._store.check([self._key]):
+                self._store.set(self._key, f"{num_updates + 2}:{self.signal_number}")
+        if self._stop_after is None and self._store.check([self._key]):
+            stop_after, signum = self._store.get(self._key).decode().split(":")
+            self._stop_after, self.signal_number = int(stop_after), self.signal_number or int(signum)
+        if self._stop_after is not None and num_updates >= self._stop_after:
+            return self.signal_number
+        return None

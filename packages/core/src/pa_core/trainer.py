@@ -62,12 +62,13 @@ class Trainer:
     Set ``seed`` (class or instance attribute) to change the seed ``train()`` uses, or to
     None to leave the random state alone.
 
-    SIGTERM or SIGINT during ``train()`` stops the run after the current optimizer update on
-    every process; the Trainer then saves a training state to ``preemption_save_dir`` (if
-    set), fires ``on_preemption`` and raises :class:`TrainingPreempted` (exit status 143 or
-    130). A second signal acts at once. In multi-process runs the processes agree on stopping
-    every ``preemption_check_interval`` updates (a tiny all-reduce on the CPU, never a GPU
-    synchronisation). Set ``handle_signals = False`` to leave signals alone.
+    SIGTERM or SIGINT during ``train()`` stops the run within two optimizer updates, at the
+    same update on every process; the Trainer then saves a training state to
+    ``preemption_save_dir`` (if set), fires ``on_preemption`` and raises
+    :class:`TrainingPreempted` (exit status 143 or 130). A second signal acts at once. In
+    multi-process runs the processes agree through torch.distributed's key-value store, checked
+    every ``preemption_check_interval`` updates (never a GPU synchronisation). Set
+    ``handle_signals = False`` to leave signals alone.
     """
 
     seed: int | None = 42
@@ -126,7 +127,12 @@ class Trainer:
     def _accelerator_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``Accelerator``, as configured by the callbacks."""
         kwargs: dict[str, Any] = {}
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _accelerator_device_available():
+        launched_with_deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true", "yes")
+        if (
+            int(os.environ.get("WORLD_SIZE", "1")) > 1
+            and not _accelerator_device_available()
+            and not launched_with_deepspeed
+        ):
             # Launched on several processes (torchrun, accelerate launch) on a machine without
             # an accelerator: Accelerate only goes multi-process on the CPU when told to.
             kwargs["cpu"] = True
@@ -417,7 +423,7 @@ class Trainer:
                     "on_train_update_end", self, step=step, num_updates=position.num_updates
                 )
                 if self._signals is not None and position.num_updates % self.preemption_check_interval == 0:
-                    signal_number = self._signals.poll()
+                    signal_number = self._signals.poll(position.num_updates)
                     if signal_number:
                         self._stop_for_preemption(signal_number)
                 if self._max_steps_reached():

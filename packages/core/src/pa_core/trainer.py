@@ -158,6 +158,21 @@ class Trainer:
         """The device this process trains on."""
         return self._accelerator.device
 
+    @property
+    def is_world_process_zero(self) -> bool:
+        """True on the first process of the whole run (the one that writes shared files)."""
+        return self._accelerator.is_main_process
+
+    @property
+    def is_local_process_zero(self) -> bool:
+        """True on the first process of this machine."""
+        return self._accelerator.is_local_main_process
+
+    @property
+    def loss_tracker(self) -> LossTracker:
+        """The current training epoch's running loss (values stay on the device)."""
+        return self._loss_tracker
+
     def print(self, *args: Any, **kwargs: Any) -> None:
         """``print`` on the local main process only."""
         self._accelerator.print(*args, **kwargs)
@@ -541,7 +556,7 @@ class Trainer:
         num_workers = default_num_workers(dataset)
         kwargs: dict[str, Any] = {
             "shuffle": shuffle,
-            "pin_memory": torch.cuda.is_available(),
+            "pin_memory": self.device.type == "cuda",
             "batch_size": batch_size,
             "num_workers": num_workers,
             # The loader's own generator (re-seeded each epoch by Accelerate's seedable

@@ -17,7 +17,7 @@ class StepLR(torch.optim.lr_scheduler.StepLR):
 
 
 def flat(model):
-    return torch.cat([p.detach().flatten() for p in model.parameters()])
+    return torch.cat([p.detach().flatten().cpu() for p in model.parameters()])
 
 
 def test_checkpoint_round_trips_weights_optimizer_scheduler_and_kwargs(make_trainer, train_data, tmp_path):

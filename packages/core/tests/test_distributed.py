@@ -68,6 +68,9 @@ def _two_process_run(out_dir):
         json.dump(results, handle)
 
 
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="forks the test process, which a used CUDA context does not survive"
+)
 def test_two_processes(tmp_path):
     run_on_processes(_two_process_run, str(tmp_path), num_processes=2)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -129,6 +132,9 @@ def _cosine_run(out_dir=None, per_device_batch_size=8):
     return recorder.lrs
 
 
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="forks the test process, which a used CUDA context does not survive"
+)
 def test_cosine_schedule_is_the_same_on_one_and_two_processes(tmp_path):
     """SPEC 9.2: the schedule is sized in per-process updates, so it covers the run on any number of processes."""
     single = _cosine_run(per_device_batch_size=8)  # 8 updates per epoch on one process

@@ -122,7 +122,7 @@ def test_train_loss_epoch_is_the_true_mean_loss_under_accumulation(train_data):
     expected = sum(loss * n for loss, n in batch_losses) / sum(n for _, n in batch_losses)
     with torch.no_grad():
         x, y = train_data.tensors
-        full_loss = torch.nn.functional.cross_entropy(model(x), y).item()
+        full_loss = torch.nn.functional.cross_entropy(model.cpu()(x), y).item()
     recorded = trainer.run_history.get_latest_metric("train_loss_epoch")
     assert recorded == pytest.approx(expected, rel=1e-5)
     assert recorded == pytest.approx(full_loss, rel=1e-5)
@@ -141,7 +141,7 @@ def test_accumulated_gradients_equal_one_large_batch(train_data):
             gradient_accumulation_steps=ga,
             train_dataloader_kwargs={"shuffle": False},
         )
-        return torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+        return torch.cat([p.detach().flatten().cpu() for p in trainer.model.parameters()])
 
     torch.testing.assert_close(train(5, 4), train(20, 1))
 
@@ -375,7 +375,7 @@ def test_evaluate_records_evaluation_loss_and_fires_events(make_trainer, eval_da
     trainer.evaluate(eval_data, per_device_batch_size=7)
     x, y = eval_data.tensors
     with torch.no_grad():
-        expected = torch.nn.functional.cross_entropy(trainer.model(x), y).item()
+        expected = torch.nn.functional.cross_entropy(trainer.model.cpu()(x), y).item()
     assert trainer.run_history.get_latest_metric("evaluation_loss") == pytest.approx(expected, rel=1e-5)
     assert recorder.names()[1:] == (
         ["on_evaluation_run_start", "on_eval_epoch_start"]
@@ -412,7 +412,7 @@ def test_seeding_makes_runs_repeatable(train_data):
         model = tiny_classifier()
         trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[])
         trainer.train(train_data, num_epochs=2, per_device_batch_size=4)
-        return torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+        return torch.cat([p.detach().flatten().cpu() for p in trainer.model.parameters()])
 
     torch.testing.assert_close(run(), run(), rtol=0, atol=0)
 

@@ -124,6 +124,11 @@ def run_on_processes(function: Callable[..., Any], *args: Any, num_processes: in
     """
     from accelerate.launchers import debug_launcher
 
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        raise RuntimeError(
+            "run_on_processes forks this process, and CUDA (with autograd's device threads) does not survive a "
+            "fork once a GPU has been used here. Call it before any GPU work, or launch a script with torchrun."
+        )
     debug_launcher(functools.partial(_run_in_fresh_process, function, args), num_processes=num_processes)
 
 

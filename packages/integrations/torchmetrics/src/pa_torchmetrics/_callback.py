@@ -1,0 +1,217 @@
+"""The :class:`MetricsCallback`: torchmetrics metrics updated in the loop and written to run history."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torchmetrics import Metric, MetricCollection
+
+from pa_core import hookimpl
+
+if TYPE_CHECKING:
+    from pa_core import Trainer
+
+__all__ = ["MetricsCallback"]
+
+MetricsLike = Metric | MetricCollection | Mapping[str, Metric]
+
+
+class MetricsCallback:
+    """Compute torchmetrics metrics during training and evaluation, into the run history.
+
+    Each batch, :meth:`preds_from` and :meth:`target_from` pick the predictions and the
+    target (by default ``batch_output["model_outputs"]`` and ``batch[1]``) and every metric
+    is updated with them, on the device. At the end of each epoch the metrics are computed,
+    synchronised across processes by torchmetrics, written to the run history and reset.
+
+    Names written to the run history, for a metric called ``accuracy``:
+
+    - ``eval_accuracy`` after each evaluation epoch of ``train()``;
+    - ``intermediate_eval_accuracy`` after an evaluation started mid-epoch (step-based);
+    - ``evaluation_accuracy`` after ``evaluate()`` (alongside ``evaluation_loss``);
+    - ``train_accuracy`` after each training epoch, when ``train_metrics`` are given.
+
+    The run history's prefix applies as usual (an EMA evaluation writes ``ema_model_eval_accuracy``).
+    Metrics are computed before the other callbacks see ``on_train_epoch_end`` and
+    ``on_eval_epoch_end`` (the hooks are marked ``tryfirst``), so loggers, early stopping and
+    best-model saving can read them by name whatever the callbacks' order.
+
+    :param metrics: the metrics for evaluation: a dict of names to metrics, a
+        ``MetricCollection`` (named by its keys) or one metric (named after its class, in
+        snake case: ``MulticlassAccuracy`` -> ``multiclass_accuracy``).
+    :param train_metrics: metrics for training batches, in the same forms; ``True`` uses a
+        copy of ``metrics``; None (the default) computes no training metrics.
+    """
+
+    def __init__(self, metrics: MetricsLike, train_metrics: MetricsLike | bool | None = None) -> None:
+        self.eval_metrics = _as_collection(metrics, "metrics")
+        if train_metrics is True:
+            self.train_metrics: MetricCollection | None = copy.deepcopy(self.eval_metrics)
+        elif train_metrics is None or train_metrics is False:
+            self.train_metrics = None
+        else:
+            self.train_metrics = _as_collection(train_metrics, "train_metrics")
+            shared = {id(m) for m in self.eval_metrics.values()} & {id(m) for m in self.train_metrics.values()}
+            if shared:
+                raise ValueError(
+                    "metrics and train_metrics hold the same metric object, so training and evaluation would "
+                    "update one state; pass separate metric instances, or train_metrics=True for copies."
+                )
+        self._in_evaluation_run = False
+
+    # -- override points --------------------------------------------------------------------
+
+    def preds_from(self, batch: Any, batch_output: dict[str, Any]) -> Any:
+        """The predictions to update the metrics with; override for other model outputs."""
+        try:
+            return batch_output["model_outputs"]
+        except KeyError:
+            raise KeyError(
+                "MetricsCallback reads the predictions from batch_output['model_outputs'], which the batch output "
+                f"lacks (it has {sorted(batch_output)}); return it from calculate_*_batch_loss, or subclass "
+                "MetricsCallback and override preds_from(batch, batch_output)."
+            ) from None
+
+    def target_from(self, batch: Any, batch_output: dict[str, Any]) -> Any:
+        """The target to update the metrics with; override for other batch layouts (e.g. dicts)."""
+        try:
+            return batch[1]
+        except (TypeError, IndexError, KeyError) as error:
+            raise TypeError(
+                f"MetricsCallback reads the target as batch[1], which a {type(batch).__name__} batch does not "
+                "have; subclass MetricsCallback and override target_from(batch, batch_output)."
+            ) from error
+
+    def update(self, metrics: MetricCollection, batch: Any, batch_output: dict[str, Any]) -> None:
+        """Update ``metrics`` with one batch; override to call the metrics differently."""
+        preds = _detached(self.preds_from(batch, batch_output))
+        target = _detached(self.target_from(batch, batch_output))
+        metrics.update(preds, target)
+
+    # -- moving to the device -------------------------------------------------------------
+
+    @hookimpl
+    def on_training_run_start(self, trainer: Trainer) -> None:
+        """Move the metrics to the trainer's device."""
+        self._in_evaluation_run = False
+        self._to_device(trainer.device)
+
+    @hookimpl
+    def on_evaluation_run_start(self, trainer: Trainer) -> None:
+        """Move the metrics to the trainer's device; name what follows ``evaluation_<name>``."""
+        self._in_evaluation_run = True
+        self._to_device(trainer.device)
+
+    # -- training epochs ------------------------------------------------------------------
+
+    @hookimpl
+    def on_train_epoch_start(self) -> None:
+        """Start the epoch's training metrics from scratch."""
+        if self.train_metrics is not None:
+            self.train_metrics.reset()
+
+    @hookimpl
+    def on_train_step_end(self, batch: Any, batch_output: dict[str, Any]) -> None:
+        """Update the training metrics with the batch."""
+        if self.train_metrics is not None:
+            self.update(self.train_metrics, batch, batch_output)
+
+    @hookimpl(tryfirst=True)
+    def on_train_epoch_end(self, trainer: Trainer) -> None:
+        """Compute the training metrics (across processes) and record them as ``train_<name>``."""
+        if self.train_metrics is not None:
+            self._record(trainer, self.train_metrics, "train_")
+
+    # -- evaluation epochs ----------------------------------------------------------------
+
+    @hookimpl
+    def on_eval_epoch_start(self) -> None:
+        """Start the evaluation metrics from scratch."""
+        self.eval_metrics.reset()
+
+    @hookimpl
+    def on_eval_step_end(self, batch: Any, batch_output: dict[str, Any]) -> None:
+        """Update the evaluation metrics with the batch."""
+        self.update(self.eval_metrics, batch, batch_output)
+
+    @hookimpl(tryfirst=True)
+    def on_eval_epoch_end(self, trainer: Trainer, is_intermediate: bool) -> None:
+        """Compute the evaluation metrics (across processes) and record them."""
+        if is_intermediate:
+            prefix = "intermediate_eval_"
+        else:
+            prefix = "evaluation_" if self._in_evaluation_run else "eval_"
+        self._record(trainer, self.eval_metrics, prefix)
+
+    @hookimpl
+    def on_evaluation_run_end(self) -> None:
+        """Back to naming evaluation metrics ``eval_<name>``."""
+        self._in_evaluation_run = False
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _to_device(self, device: torch.device) -> None:
+        self.eval_metrics.to(device)
+        if self.train_metrics is not None:
+            self.train_metrics.to(device)
+
+    def _record(self, trainer: Trainer, metrics: MetricCollection, prefix: str) -> None:
+        results = metrics.compute()
+        metrics.reset()
+        for name, value in _flatten(results).items():
+            trainer.run_history.update_metric(f"{prefix}{name}", _to_python(value))
+
+
+def _as_collection(metrics: Any, argument: str) -> MetricCollection:
+    """``metrics`` as a MetricCollection; a clear error for anything that is not metrics."""
+    if isinstance(metrics, MetricCollection):
+        return metrics
+    if isinstance(metrics, Metric):
+        return MetricCollection({_snake_case(type(metrics).__name__): metrics})
+    if isinstance(metrics, Mapping) and metrics:
+        wrong = {name: type(m).__name__ for name, m in metrics.items() if not isinstance(m, (Metric, MetricCollection))}
+        if wrong:
+            raise TypeError(f"{argument} must map names to torchmetrics metrics; these are not: {wrong}.")
+        return MetricCollection(dict(metrics))
+    raise TypeError(
+        f"{argument} must be a torchmetrics Metric, a MetricCollection or a non-empty dict of names to metrics, "
+        f"got {metrics!r}."
+    )
+
+
+def _snake_case(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+def _detached(value: Any) -> Any:
+    """``value`` with every tensor in it detached, so metric states never hold the autograd graph."""
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, Mapping):
+        return {key: _detached(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_detached(item) for item in value)
+    return value
+
+
+def _flatten(results: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested result dicts (from metrics that return several values) as ``outer_inner`` names."""
+    flat: dict[str, Any] = {}
+    for name, value in results.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, prefix=f"{prefix}{name}_"))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+def _to_python(value: Any) -> Any:
+    """A computed value as run history keeps it: a float for one number, a list otherwise."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        return value.item() if value.numel() == 1 else value.tolist()
+    return value

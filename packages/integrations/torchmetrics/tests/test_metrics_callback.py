@@ -1,0 +1,381 @@
+"""MetricsCallback on real Trainer runs: values equal hand-computed ones, on one process and two."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+import torch
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC
+
+from pa_core import Trainer, hookimpl
+from pa_core.testing import make_classification_dataset, run_on_processes, tiny_classifier
+from pa_torchmetrics import MetricsCallback
+
+NUM_CLASSES = 3
+TRAIN = make_classification_dataset(num_samples=48, num_classes=NUM_CLASSES, seed=0)
+EVAL = make_classification_dataset(num_samples=27, num_classes=NUM_CLASSES, seed=1)  # uneven on purpose
+
+
+def accuracy_metrics() -> dict:
+    return {
+        "accuracy": MulticlassAccuracy(num_classes=NUM_CLASSES, average="micro"),
+        "macro_accuracy": MulticlassAccuracy(num_classes=NUM_CLASSES, average="macro"),
+    }
+
+
+def make_trainer(callbacks, lr=0.05, model=None) -> Trainer:
+    model = model if model is not None else tiny_classifier(num_classes=NUM_CLASSES)
+    return Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=lr), callbacks=callbacks)
+
+
+def hand_accuracies(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """Micro accuracy (correct / all) and macro accuracy (mean over classes of correct / class size)."""
+    correct = logits.argmax(dim=-1) == labels
+    per_class = [correct[labels == c].float().mean().item() for c in range(NUM_CLASSES)]
+    return correct.float().mean().item(), sum(per_class) / NUM_CLASSES
+
+
+class HandComputed:
+    """Collects each epoch's outputs and labels and, at epoch end, the hand-computed accuracies
+    next to the values MetricsCallback recorded; listed *before* MetricsCallback on purpose."""
+
+    def __init__(self, prefix: str = "eval_"):
+        self.prefix = prefix
+        self.outputs, self.labels = [], []
+        self.train_outputs, self.train_labels = [], []
+        self.epochs: list[dict] = []
+        self.train_epochs: list[dict] = []
+
+    @hookimpl
+    def on_eval_step_end(self, batch, batch_output):
+        self.outputs.append(batch_output["model_outputs"])
+        self.labels.append(batch[1])
+
+    @hookimpl
+    def on_train_step_end(self, batch, batch_output):
+        self.train_outputs.append(batch_output["model_outputs"].detach())
+        self.train_labels.append(batch[1])
+
+    @hookimpl
+    def on_eval_epoch_end(self, trainer, is_intermediate):
+        prefix = "intermediate_eval_" if is_intermediate else self.prefix
+        self.epochs.append(self._compare(trainer, self.outputs, self.labels, prefix))
+        self.outputs, self.labels = [], []
+
+    @hookimpl
+    def on_train_epoch_end(self, trainer):
+        if "train_accuracy" in trainer.run_history.get_metric_names():
+            self.train_epochs.append(self._compare(trainer, self.train_outputs, self.train_labels, "train_"))
+        self.train_outputs, self.train_labels = [], []
+
+    @staticmethod
+    def _compare(trainer, outputs, labels, prefix):
+        history = trainer.run_history
+        return {
+            "hand": hand_accuracies(torch.cat(outputs), torch.cat(labels)),
+            "recorded": (
+                history.get_latest_metric(f"{prefix}accuracy"),
+                history.get_latest_metric(f"{prefix}macro_accuracy"),
+            ),
+        }
+
+
+def test_eval_metrics_equal_hand_computed_values_every_epoch():
+    hand = HandComputed()
+    trainer = make_trainer([hand, MetricsCallback(accuracy_metrics())])
+    trainer.train(TRAIN, num_epochs=3, eval_dataset=EVAL, per_device_batch_size=4)
+
+    assert len(hand.epochs) == 3
+    for epoch in hand.epochs:
+        assert epoch["recorded"] == pytest.approx(epoch["hand"], abs=1e-6)
+    # The model learns, so the epochs differ: equal values above mean the metrics were reset.
+    assert hand.epochs[0]["hand"] != hand.epochs[-1]["hand"]
+    assert trainer.run_history.get_metric_values("eval_accuracy") == pytest.approx([e["hand"][0] for e in hand.epochs])
+    assert all(isinstance(v, float) for v in trainer.run_history.get_metric_values("eval_accuracy"))
+    assert "train_accuracy" not in trainer.run_history.get_metric_names()
+
+
+def test_train_metrics_cover_every_batch_with_gradient_accumulation():
+    hand = HandComputed()
+    trainer = make_trainer([hand, MetricsCallback(accuracy_metrics(), train_metrics=True)])
+    trainer.train(TRAIN, num_epochs=2, per_device_batch_size=5, gradient_accumulation_steps=3)
+
+    assert len(hand.train_epochs) == 2
+    for epoch in hand.train_epochs:
+        assert epoch["recorded"] == pytest.approx(epoch["hand"], abs=1e-6)
+    assert len(trainer.run_history.get_metric_values("train_accuracy")) == 2
+
+
+def test_train_metrics_are_separate_objects_from_the_eval_metrics():
+    callback = MetricsCallback(accuracy_metrics(), train_metrics={"accuracy": MulticlassAccuracy(num_classes=3)})
+    assert callback.train_metrics is not callback.eval_metrics
+    copied = MetricsCallback(accuracy_metrics(), train_metrics=True)
+    assert copied.train_metrics["accuracy"] is not copied.eval_metrics["accuracy"]
+
+
+def test_evaluate_records_evaluation_names_and_training_goes_back_to_eval_names():
+    hand = HandComputed(prefix="evaluation_")
+    trainer = make_trainer([hand, MetricsCallback(accuracy_metrics())])
+    trainer.evaluate(EVAL, per_device_batch_size=4)
+
+    (epoch,) = hand.epochs
+    assert epoch["recorded"] == pytest.approx(epoch["hand"], abs=1e-6)
+    names = trainer.run_history.get_metric_names()
+    assert {"evaluation_accuracy", "evaluation_macro_accuracy", "evaluation_loss"} <= names
+    assert not any(name.startswith("eval_") for name in names)
+
+    hand.prefix = "eval_"
+    trainer.train(TRAIN, num_epochs=1, eval_dataset=EVAL, per_device_batch_size=4)
+    assert {"eval_accuracy", "eval_macro_accuracy"} <= trainer.run_history.get_metric_names()
+
+
+def test_intermediate_evaluations_use_their_own_names():
+    class EvaluateEveryFourUpdates:
+        @hookimpl
+        def on_train_update_end(self, trainer, num_updates):
+            if num_updates % 4 == 0:
+                trainer._run_eval_epoch(trainer._eval_dataloader, is_intermediate=True)
+
+    hand = HandComputed()
+    trainer = make_trainer([EvaluateEveryFourUpdates(), hand, MetricsCallback(accuracy_metrics())])
+    trainer.train(TRAIN, num_epochs=2, eval_dataset=EVAL, per_device_batch_size=8)  # 6 updates per epoch
+
+    history = trainer.run_history
+    assert len(history.get_metric_values("intermediate_eval_accuracy")) == 3  # updates 4, 8, 12
+    assert len(history.get_metric_values("eval_accuracy")) == 2
+    for epoch in hand.epochs:
+        assert epoch["recorded"] == pytest.approx(epoch["hand"], abs=1e-6)
+
+
+def test_metrics_are_in_run_history_for_callbacks_that_watch_them():
+    """Early stopping and best-model saving read metrics by name at the epoch's end."""
+    seen = []
+
+    class Watcher:  # listed first: runs before MetricsCallback for every event except the tryfirst ones
+        @hookimpl
+        def on_eval_epoch_end(self, trainer):
+            seen.append(("eval_epoch_end", trainer.run_history.get_latest_metric("eval_accuracy")))
+
+        @hookimpl
+        def on_training_run_epoch_end(self, trainer):
+            seen.append(("run_epoch_end", trainer.run_history.get_latest_metric("eval_accuracy")))
+
+    trainer = make_trainer([Watcher(), MetricsCallback(accuracy_metrics())])
+    trainer.train(TRAIN, num_epochs=2, eval_dataset=EVAL, per_device_batch_size=4)
+    values = trainer.run_history.get_metric_values("eval_accuracy")
+    assert seen == [
+        ("eval_epoch_end", values[0]),
+        ("run_epoch_end", values[0]),
+        ("eval_epoch_end", values[1]),
+        ("run_epoch_end", values[1]),
+    ]
+
+
+def _catalogue(name):
+    found = [ep for ep in entry_points(group="pa.callbacks") if ep.name == name]
+    if not found:
+        pytest.skip(f"the {name!r} callback (pa-callbacks) is not installed")
+    return found[0].load()
+
+
+def test_save_best_model_and_early_stopping_watch_a_metric(tmp_path):
+    save_best = _catalogue("save-best-model")
+    early_stopping = _catalogue("early-stopping")
+
+    class Worsen:  # makes eval accuracy drop after epoch 1 so early stopping triggers
+        @hookimpl
+        def on_train_epoch_end(self, trainer):
+            if trainer.run_history.current_epoch >= 2:
+                with torch.no_grad():
+                    for p in trainer.model.parameters():
+                        p.add_(torch.randn_like(p) * 3)
+
+    trainer = make_trainer(
+        [
+            Worsen(),
+            MetricsCallback(accuracy_metrics()),
+            save_best(
+                save_path=str(tmp_path / "best.pt"),
+                watch_metric="eval_accuracy",
+                greater_is_better=True,
+                load_saved_checkpoint=False,
+            ),
+            early_stopping(
+                early_stopping_patience=1,
+                watch_metric="eval_accuracy",
+                greater_is_better=True,
+                early_stopping_threshold=0.0,
+            ),
+        ],
+        lr=0.1,
+    )
+    trainer.train(TRAIN, num_epochs=6, eval_dataset=EVAL, per_device_batch_size=4)
+    assert (tmp_path / "best.pt").exists()
+    assert len(trainer.run_history.get_metric_values("eval_accuracy")) < 6
+
+
+def test_metric_forms_and_names():
+    single = MetricsCallback(MulticlassAccuracy(num_classes=NUM_CLASSES))
+    collection = MetricsCallback(MetricCollection([MulticlassAccuracy(num_classes=NUM_CLASSES)], prefix="m_"))
+    per_class = MetricsCallback({"class_accuracy": MulticlassAccuracy(num_classes=NUM_CLASSES, average=None)})
+    for callback in (single, collection, per_class):
+        trainer = make_trainer([callback])
+        trainer.evaluate(EVAL, per_device_batch_size=4)
+    history = trainer.run_history
+    values = history.get_latest_metric("evaluation_class_accuracy")
+    assert isinstance(values, list) and len(values) == NUM_CLASSES
+    assert set(single.eval_metrics.keys()) == {"multiclass_accuracy"}
+    assert set(collection.eval_metrics.keys()) == {"m_MulticlassAccuracy"}
+
+
+class CountAndHalf(Metric):
+    """Returns a dict of two results: how many predictions it saw, and half that."""
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("count", torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, preds, target):
+        self.count += target.numel()
+
+    def compute(self):
+        return {"count": self.count, "half": self.count / 2}
+
+
+def test_a_metric_returning_a_dict_records_each_entry():
+    trainer = make_trainer([MetricsCallback({"sizes": CountAndHalf()})])
+    trainer.evaluate(EVAL, per_device_batch_size=4)
+    history = trainer.run_history
+    assert history.get_latest_metric("evaluation_count") == len(EVAL)
+    assert history.get_latest_metric("evaluation_half") == len(EVAL) / 2
+
+
+def test_metrics_are_moved_to_the_trainer_device():
+    callback = MetricsCallback(accuracy_metrics(), train_metrics=True)
+
+    class CheckDevice:
+        devices = []
+
+        @hookimpl
+        def on_train_epoch_start(self, trainer):
+            metrics = [*callback.eval_metrics.values(), *callback.train_metrics.values()]
+            expected = torch.empty(0, device=trainer.device).device  # "cuda" -> "cuda:0"
+            self.devices.append({m.device for m in metrics} == {expected})
+
+    trainer = make_trainer([callback, CheckDevice()])
+    trainer.train(TRAIN, num_epochs=1, eval_dataset=EVAL, per_device_batch_size=4)
+    assert CheckDevice.devices == [True]
+
+
+def test_other_layouts_through_the_override_points():
+    class ArgmaxThenCompare(MetricsCallback):
+        """Predictions as labels, target from the second element of a (x, y, weight) batch."""
+
+        def preds_from(self, batch, batch_output):
+            return batch_output["model_outputs"].argmax(dim=-1)
+
+        def target_from(self, batch, batch_output):
+            return batch[1]
+
+    class ThreeElementTrainer(Trainer):
+        def calculate_eval_batch_loss(self, batch):
+            x, y, _weight = batch
+            outputs = self.model(x)
+            return {"loss": self.loss_func(outputs, y), "model_outputs": outputs, "batch_size": y.size(0)}
+
+    x, y = EVAL.tensors
+    data = torch.utils.data.TensorDataset(x, y, torch.ones(len(y)))
+    model = tiny_classifier(num_classes=NUM_CLASSES)
+    trainer = ThreeElementTrainer(
+        model,
+        torch.nn.CrossEntropyLoss(),
+        None,
+        callbacks=[ArgmaxThenCompare({"accuracy": MulticlassAccuracy(num_classes=3)})],
+    )
+    trainer.evaluate(data, per_device_batch_size=4)
+    with torch.no_grad():
+        expected, _ = hand_accuracies(trainer.model.cpu()(x), y)
+    assert trainer.run_history.get_latest_metric("evaluation_accuracy") == pytest.approx(expected)
+
+
+def test_a_batch_without_a_target_or_outputs_gets_a_clear_error():
+    callback = MetricsCallback(accuracy_metrics())
+    with pytest.raises(TypeError, match="override target_from"):
+        callback.target_from({"x": torch.zeros(1)}, {})
+    with pytest.raises(KeyError, match="override preds_from"):
+        callback.preds_from((torch.zeros(1), torch.zeros(1)), {"loss": torch.tensor(0.0)})
+
+
+def test_one_metric_object_for_training_and_evaluation_is_refused():
+    accuracy = MulticlassAccuracy(num_classes=NUM_CLASSES)
+    with pytest.raises(ValueError, match="same metric object"):
+        MetricsCallback({"accuracy": accuracy}, train_metrics={"accuracy": accuracy})
+
+
+@pytest.mark.parametrize("metrics", [None, {}, {"accuracy": "acc"}, torch.nn.Linear(1, 1)])
+def test_anything_but_metrics_is_refused(metrics):
+    with pytest.raises(TypeError, match="metrics"):
+        MetricsCallback(metrics)
+
+
+def test_catalogue_name_gives_the_callback():
+    (entry,) = [ep for ep in entry_points(group="pa.callbacks") if ep.name == "torchmetrics"]
+    assert entry.load() is MetricsCallback
+
+
+# -- two processes --------------------------------------------------------------------------
+
+
+class LocalOnlyMetrics(MetricsCallback):
+    """The same accuracy without cross-process synchronisation: what a naive callback would record."""
+
+
+def _eval_metrics() -> dict:
+    return {**accuracy_metrics(), "auroc": MulticlassAUROC(num_classes=NUM_CLASSES)}
+
+
+def _two_process_run(out_dir: str) -> None:
+    rank = torch.distributed.get_rank()
+    local = LocalOnlyMetrics({"local_accuracy": MulticlassAccuracy(num_classes=NUM_CLASSES, sync_on_compute=False)})
+    evaluator = make_trainer([MetricsCallback(_eval_metrics()), local])
+    evaluator.evaluate(EVAL, per_device_batch_size=4)  # 7 batches: rank 0 gets 4 (16 samples), rank 1 gets 3 (11)
+    results = {name: evaluator.run_history.get_latest_metric(name) for name in evaluator.run_history.get_metric_names()}
+
+    trainer = make_trainer([MetricsCallback(_eval_metrics(), train_metrics=True)], lr=0.1)
+    trainer.train(TRAIN, num_epochs=2, eval_dataset=EVAL, per_device_batch_size=4)
+    history = trainer.run_history
+    results["trained"] = {name: history.get_metric_values(name) for name in history.get_metric_names()}
+    if rank == 0:
+        torch.save(trainer.model.state_dict(), Path(out_dir) / "trained.pt")
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(results))
+
+
+@pytest.mark.multiprocess
+def test_two_processes_with_an_uneven_eval_set_give_the_one_process_values(tmp_path):
+    run_on_processes(_two_process_run, str(tmp_path), num_processes=2)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+    # The same untrained model evaluated on one process.
+    single = make_trainer([MetricsCallback(_eval_metrics())])
+    single.evaluate(EVAL, per_device_batch_size=4)
+    for rank in ranks:
+        for name in ("evaluation_accuracy", "evaluation_macro_accuracy", "evaluation_auroc"):
+            assert rank[name] == pytest.approx(single.run_history.get_latest_metric(name), abs=1e-6), name
+    # Without synchronisation the processes disagree with each other: the check above has teeth.
+    assert ranks[0]["evaluation_local_accuracy"] != ranks[1]["evaluation_local_accuracy"]
+
+    # After two-process training, eval_accuracy is the whole eval set's accuracy under the final model.
+    model = tiny_classifier(num_classes=NUM_CLASSES)
+    model.load_state_dict(torch.load(tmp_path / "trained.pt", weights_only=True))
+    x, y = EVAL.tensors
+    with torch.no_grad():
+        expected_accuracy, expected_macro = hand_accuracies(model(x), y)
+    for rank in ranks:
+        assert rank["trained"]["eval_accuracy"][-1] == pytest.approx(expected_accuracy, abs=1e-6)
+        assert rank["trained"]["eval_macro_accuracy"][-1] == pytest.approx(expected_macro, abs=1e-6)
+        assert len(rank["trained"]["train_accuracy"]) == 2
+    assert ranks[0]["trained"] == ranks[1]["trained"]

@@ -93,22 +93,21 @@ def entries(group: str) -> dict[str, PluginEntry]:
     name (and only that name) fails with a message naming both.
     """
     found: dict[str, PluginEntry] = {}
-    for dist in _distributions():
-        dist_name = dist.metadata["Name"]
-        for ep in dist.entry_points:
-            if ep.group != group:
-                continue
-            entry = PluginEntry(ep.name, group, ep.value, dist_name, dist.version, ep)
-            previous = found.get(ep.name)
-            if previous is not None:
-                entry = replace(previous, rivals=(*previous.rivals, entry))
-            found[ep.name] = entry
+    # entry_points() reads each distribution's entry-point file only (milliseconds), keeps the
+    # first of a distribution visible twice on sys.path, as imports do, and gives each
+    # entry point its distribution.
+    for ep in metadata.entry_points(group=group):
+        dist = ep.dist
+        entry = PluginEntry(ep.name, group, ep.value, dist.name if dist else "?", dist.version if dist else "?", ep)
+        previous = found.get(ep.name)
+        if previous is not None:
+            entry = replace(previous, rivals=(*previous.rivals, entry))
+        found[ep.name] = entry
     return found
 
 
 def _distributions() -> list[metadata.Distribution]:
-    # Deduplicate by name: the same distribution can be visible twice on sys.path (for
-    # example an editable install next to a build folder); the first one wins, as for imports.
+    """Every installed distribution once (the first visible on sys.path wins)."""
     seen: set[str] = set()
     unique = []
     for dist in metadata.distributions():

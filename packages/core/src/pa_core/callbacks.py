@@ -106,8 +106,11 @@ class _UpstreamCallbackPlugin:
     def __init__(self, callback: TrainerCallback) -> None:
         self.callback = callback
         for name in hookspecs.HOOK_NAMES:
-            if getattr(type(callback), name, None) is not getattr(TrainerCallback, name, None):
-                setattr(self, name, hookspecs.hookimpl(_forward_by_keyword(getattr(callback, name), name)))
+            method = getattr(type(callback), name, None)
+            if method is not getattr(TrainerCallback, name, None):
+                # Keep options such as trylast=True given with @hookimpl on the method.
+                options = getattr(method, f"{hookspecs.PROJECT_NAME}_impl", None) or {}
+                setattr(self, name, hookspecs.hookimpl(**options)(_forward_by_keyword(getattr(callback, name), name)))
 
 
 def _forward_by_keyword(method: Any, hook_name: str) -> Any:

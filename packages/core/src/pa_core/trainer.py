@@ -169,6 +169,11 @@ class Trainer:
         return self._accelerator.is_local_main_process
 
     @property
+    def num_updates(self) -> int:
+        """Optimizer updates performed so far in the current (or last) training run."""
+        return self._position.num_updates
+
+    @property
     def loss_tracker(self) -> LossTracker:
         """The current training epoch's running loss (values stay on the device)."""
         return self._loss_tracker
@@ -405,7 +410,7 @@ class Trainer:
         if hasattr(train_dl, "set_epoch"):
             train_dl.set_epoch(self.run_history.current_epoch - 1)
         if position.batches_done:
-            train_dl = self._accelerator.skip_first_batches(train_dl, position.batches_done)
+            train_dl = self._skip_batches(train_dl, position.batches_done)
         sync_free = ga > 1 and self._accelerator.distributed_type != DistributedType.NO
         first_step = position.batches_done
         for step, batch in enumerate(train_dl, start=first_step):
@@ -457,6 +462,15 @@ class Trainer:
                 stacklevel=2,
             )
         self.callback_handler.call_event("on_train_epoch_end", self)
+
+    def _skip_batches(self, train_dl: Any, num_batches: int) -> Any:
+        """The rest of an epoch after ``num_batches`` batches, for a run resumed mid-epoch."""
+        from pa_core.utils import DataLoaderSlice
+
+        if isinstance(train_dl, DataLoaderSlice):  # a limited loader stays limited
+            rest = self._accelerator.skip_first_batches(train_dl.dl, num_batches)
+            return DataLoaderSlice(rest, train_dl.slice_size - num_batches)
+        return self._accelerator.skip_first_batches(train_dl, num_batches)
 
     def _run_eval_epoch(self, valid_dl: Any, is_training: bool = True, is_intermediate: bool = False) -> None:
         was_training = self.model.training

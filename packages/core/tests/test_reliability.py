@@ -1,5 +1,6 @@
 """Reliability: saves that survive SIGKILL, preemption by SIGTERM, failures that end every process."""
 
+import json
 import os
 import pickle
 import random
@@ -130,6 +131,11 @@ def test_sigterm_stops_saves_and_resumes_exactly(tmp_path, processes, monkeypatc
     resumed = torch.load(interrupted / "weights.pt", weights_only=True)
     for name in expected:
         torch.testing.assert_close(resumed[name], expected[name], rtol=0, atol=0)
+    # The interrupted epoch's loss too: its first part was computed before the interruption.
+    expected_losses = json.loads((reference / "losses.json").read_text())
+    resumed_losses = json.loads((interrupted / "losses.json").read_text())
+    for name, values in expected_losses.items():
+        assert resumed_losses[name] == pytest.approx(values, rel=1e-6), name
 
 
 @pytest.mark.slow

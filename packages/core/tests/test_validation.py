@@ -89,3 +89,24 @@ def test_distributed_eval_size_checks():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _check_distributed_eval_size(list(range(16)), 4, 2, drop_last=False)
+
+
+def test_accumulation_configured_in_accelerate_must_match_train(train_data):
+    from accelerate import Accelerator
+
+    from pa_core import Trainer
+    from pa_core.testing import tiny_classifier
+
+    class AccumulatingAccelerate(Trainer):
+        def _create_accelerator(self):
+            return Accelerator(**self._accelerator_kwargs(), gradient_accumulation_steps=3)
+
+    model = tiny_classifier()
+    trainer = AccumulatingAccelerate(
+        model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[FailIfAnyStep()]
+    )
+    with pytest.raises(ValueError, match="configured for 3 gradient-accumulation steps.*gradient_accumulation_steps=2"):
+        trainer.train(train_data, num_epochs=1, gradient_accumulation_steps=2)
+    trainer.callback_handler.remove_callback(FailIfAnyStep)
+    trainer.train(train_data, num_epochs=1, gradient_accumulation_steps=3)  # pa divides by 3 once, not twice
+    assert trainer._accelerator.gradient_accumulation_steps == 1

@@ -30,7 +30,8 @@ def optimizer_step_function(optimizer: Any) -> Callable[[], Any]:
     inner = optimizer.optimizer
     if (
         optimizer.scaler is not None
-        or optimizer.accelerator_state.distributed_type == DistributedType.XLA
+        # DeepSpeed steps inside accelerator.backward; its wrapper's step is a deliberate no-op.
+        or optimizer.accelerator_state.distributed_type in (DistributedType.XLA, DistributedType.DEEPSPEED)
         or type(inner).__module__.split(".")[0] == "lomo_optim"
     ):
         return optimizer.step

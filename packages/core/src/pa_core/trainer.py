@@ -105,6 +105,7 @@ class Trainer:
         self._eval_loss_tracker = LossTracker()
         self._position = _RunPosition()
         self._signals: SignalWatcher | None = None
+        self._wrapped_model: Any = None  # the prepared model (DDP, DeepSpeed engine) of the last run
         # Read at construction, as upstream does: `with LimitBatches(2): trainer = Trainer(...)`.
         self._limit_batches_at_init = _limit_batches_from_env()
         self._accelerator = self._new_accelerator()
@@ -128,14 +129,17 @@ class Trainer:
         """Keyword arguments for ``Accelerator``, as configured by the callbacks."""
         kwargs: dict[str, Any] = {}
         launched_with_deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true", "yes")
-        if (
-            int(os.environ.get("WORLD_SIZE", "1")) > 1
-            and not _accelerator_device_available()
-            and not launched_with_deepspeed
-        ):
-            # Launched on several processes (torchrun, accelerate launch) on a machine without
-            # an accelerator: Accelerate only goes multi-process on the CPU when told to.
-            kwargs["cpu"] = True
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _accelerator_device_available():
+            if launched_with_deepspeed:
+                # DeepSpeed runs on the CPU only with cpu=False and an explicit gloo process group
+                # (without one Accelerate finds no backend and counts a single process).
+                from accelerate.utils import InitProcessGroupKwargs
+
+                kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
+            else:
+                # Launched on several processes (torchrun, accelerate launch) on a machine without
+                # an accelerator: Accelerate only goes multi-process on the CPU when told to.
+                kwargs["cpu"] = True
         self.callback_handler.call_event("pa_configure_accelerator", self, accelerator_kwargs=kwargs)
         return kwargs
 
@@ -276,6 +280,7 @@ class Trainer:
             self.run_history.reset()
 
         self._accelerator = self._new_accelerator()
+        self._take_over_gradient_accumulation(gradient_accumulation_steps)
         if self.seed is not None:
             set_seed(self.seed, device_specific=True)
         self._train_dataloader = self.create_train_dataloader(per_device_batch_size, train_dataloader_kwargs)
@@ -303,10 +308,24 @@ class Trainer:
         finally:
             self._unwrap_after_run()
 
+    def _take_over_gradient_accumulation(self, gradient_accumulation_steps: int) -> None:
+        """pa divides the loss and skips gradient syncs itself; Accelerate must not do it again."""
+        launched_with = self._accelerator.gradient_accumulation_steps
+        if launched_with == 1 or self._accelerator.distributed_type == DistributedType.DEEPSPEED:
+            return  # (DeepSpeed's engine accumulation is checked against train() at run start)
+        if launched_with != gradient_accumulation_steps:
+            raise ValueError(
+                f"Accelerate was configured for {launched_with} gradient-accumulation steps (accelerate launch "
+                f"--gradient_accumulation_steps or the Accelerator), but train() got gradient_accumulation_steps="
+                f"{gradient_accumulation_steps}. pa accumulates itself: pass the number to train() only."
+            )
+        self._accelerator.gradient_accumulation_steps = 1
+
     def _prepare_model_optimizer_and_dataloaders(self) -> None:
         self.model, self.optimizer, self._train_dataloader = self._accelerator.prepare(
             self.model, self.optimizer, self._train_dataloader
         )
+        self._wrapped_model = self.model
         self._step_optimizer = optimizer_step_function(self.optimizer)
         if self._eval_dataloader is not None:
             self._eval_dataloader = self._prepare_eval_dataloader(self._eval_dataloader)
@@ -380,6 +399,7 @@ class Trainer:
     def _run_training(self) -> None:
         self.training_run_start()
         self.callback_handler.call_event("on_training_run_start", self)
+        self._check_deepspeed_engine()
         try:
             while self.run_history.current_epoch <= self.run_config.num_epochs:
                 self._run_train_epoch(self._train_dataloader)
@@ -504,6 +524,28 @@ class Trainer:
         self._accelerator.print(error)
         raise error
 
+    def _check_deepspeed_engine(self) -> None:
+        """Under DeepSpeed the engine accumulates and clips: check it agrees with train()'s arguments.
+
+        Runs after ``on_training_run_start``, where pa-deepspeed sizes the engine from ``train()``.
+        """
+        if self._accelerator.distributed_type != DistributedType.DEEPSPEED:
+            return
+        if self.run_config.gradient_clip_value is not None:
+            raise ValueError(
+                f"train(gradient_clip_value={self.run_config.gradient_clip_value!r}) clips gradients by value, which "
+                "DeepSpeed cannot do: it clips the gradient norm inside its optimizer step (the DeepSpeed config's "
+                "gradient_clipping). Remove gradient_clip_value."
+            )
+        ga = self.run_config.gradient_accumulation_steps
+        engine_ga = self.model.gradient_accumulation_steps()
+        if engine_ga != ga:
+            raise ValueError(
+                f"DeepSpeed is configured for {engine_ga} gradient-accumulation steps but train() was called with "
+                f"gradient_accumulation_steps={ga}. Pass --gradient_accumulation_steps {ga} to accelerate launch, set "
+                "it in the DeepSpeed config, or add pa-deepspeed's DeepSpeedCallback, which takes it from train()."
+            )
+
     def _max_steps_reached(self) -> bool:
         max_steps = self.run_config.max_num_train_steps
         return max_steps is not None and self._position.num_updates >= max_steps
@@ -514,6 +556,8 @@ class Trainer:
             # gradients over processes, so undo that average when accumulating.
             if ga > 1 and self._accelerator.num_processes > 1:
                 loss = loss * self._accelerator.num_processes
+            if ga > 1 and self._accelerator.distributed_type == DistributedType.DEEPSPEED:
+                loss = loss * ga  # the engine divides every loss by its accumulation steps
             return loss
         if ga == 1 or self._accelerator.distributed_type == DistributedType.DEEPSPEED:
             return loss  # the DeepSpeed engine divides by its accumulation steps itself
@@ -684,7 +728,14 @@ class Trainer:
         self.run_history.reset()
         self._accelerator = self._new_accelerator()
         self._eval_dataloader = self.create_eval_dataloader(per_device_batch_size, dataloader_kwargs)
-        self.model = self._accelerator.prepare(self.model)
+        deepspeed_plugin = self._accelerator.state.deepspeed_plugin
+        if deepspeed_plugin is not None and deepspeed_plugin.zero_stage != 3:
+            # DeepSpeed builds ZeRO stage 1/2 engines only around an optimizer, and evaluation
+            # needs no engine: every process holds the whole model.
+            self.model = self._accelerator.prepare_model(self.model, evaluation_mode=True)
+        else:
+            self.model = self._accelerator.prepare(self.model)
+        self._wrapped_model = self.model
         self._eval_dataloader = self._prepare_eval_dataloader(self._eval_dataloader)
         if self._accelerator.num_processes > 1:
             _check_distributed_eval_size(
@@ -728,15 +779,29 @@ class Trainer:
         and ``checkpoint_kwargs`` at the top level. Call it on every process; the file is
         written by the main process of each node (``save_per_node``) or of the world only.
         """
-        model_state = _strip_compile_prefix(self._accelerator.get_state_dict(self.model, unwrap=True))
-        checkpoint: dict[str, Any] = {"model_state_dict": model_state}
+        model = self.model
+        wrapped = getattr(self, "_wrapped_model", None)
+        if wrapped is not None and wrapped is not model and self._accelerator.unwrap_model(wrapped) is model:
+            model = wrapped  # after train(): sharded engines (DeepSpeed ZeRO-3) gather through their wrapper
+        model_state = self._accelerator.get_state_dict(model, unwrap=True)
+        # DeepSpeed ZeRO-3 gathers the full weights on the world's main process only (None elsewhere).
+        has_weights = model_state is not None
+        checkpoint: dict[str, Any] = {"model_state_dict": _strip_compile_prefix(model_state) if has_weights else {}}
         if save_optimizer and self.optimizer is not None:
-            checkpoint["optimizer_state_dict"] = self.optimizer.state_dict()
+            if self._accelerator.distributed_type == DistributedType.DEEPSPEED:
+                warnings.warn(
+                    "DeepSpeed shards the optimizer state across processes, so save_checkpoint saves the model "
+                    "weights only; use save_training_state(dir) to keep the optimizer state.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            else:
+                checkpoint["optimizer_state_dict"] = self.optimizer.state_dict()
         if save_scheduler and self.scheduler is not None:
             checkpoint["scheduler_state_dict"] = self.scheduler.state_dict()
         checkpoint.update(checkpoint_kwargs or {})
         writer = self._accelerator.is_local_main_process if save_per_node else self._accelerator.is_main_process
-        if writer:
+        if writer and has_weights:
             atomic_save(checkpoint, save_path)
         self._accelerator.wait_for_everyone()
 
@@ -783,11 +848,22 @@ class Trainer:
             shutil.rmtree(tmp_dir)  # left by a save that was killed
         self._accelerator.wait_for_everyone()
         self._accelerator.save_state(str(tmp_dir))
-        position = self._position
+        position = self._position.state_dict()
+        if self._accelerator.num_processes > 1:
+            # The epoch's partial loss, summed over processes; restored on the main process only,
+            # so the epoch-end sum over processes counts it once.
+            partial = torch.stack(
+                [
+                    position["loss_total"].to(self.device),
+                    torch.tensor(float(position["loss_count"]), device=self.device),
+                ]
+            )
+            total, count = self._accelerator.reduce(partial, reduction="sum").tolist()
+            position["loss_total"], position["loss_count"] = torch.tensor(total), int(count)
         metadata = {
             "format": 1,
             "epoch": self.run_history.current_epoch,
-            "position": position.state_dict(),
+            "position": position,
             "run_history": self.run_history.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "callbacks": self.callback_handler.state_dict(),
@@ -815,6 +891,8 @@ class Trainer:
             self.scheduler.load_state_dict(metadata["scheduler"])
         self.callback_handler.load_state_dict(metadata["callbacks"])
         self._position = _RunPosition.from_state_dict(metadata["position"], device=self.device)
+        if not self._accelerator.is_main_process:  # the saved partial loss is the sum over processes
+            self._position.loss_total, self._position.loss_count = 0, 0
         if self._position.epoch_done:  # saved at an epoch's end: continue with the next epoch
             self.run_history._increment_epoch()
             self._position = _RunPosition(num_updates=self._position.num_updates)

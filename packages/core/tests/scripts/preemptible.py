@@ -5,6 +5,7 @@ Writes OUT_DIR/ready.<rank> after the 3rd optimizer update and OUT_DIR/weights.p
 """
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -56,6 +57,8 @@ def main() -> None:
     )
     if trainer.run_config.is_world_process_zero:
         torch.save(trainer.model.state_dict(), args.out_dir / "weights.pt")
+        losses = {name: trainer.run_history.get_metric_values(name) for name in ("train_loss_epoch", "eval_loss_epoch")}
+        (args.out_dir / "losses.json").write_text(json.dumps(losses))
 
 
 if __name__ == "__main__":

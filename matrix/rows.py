@@ -16,7 +16,7 @@ CONFIGS = Path(__file__).parent / "configs"
 @dataclass(frozen=True)
 class Row:
     name: str
-    launcher: str  # "accelerate", "torchrun", "two-node" or "notebook"
+    launcher: str  # "accelerate", "torchrun", "torchrun-deepspeed", "two-node" or "notebook"
     configs: tuple[str, ...]
     gpus: int = 0
     needs: tuple[str, ...] = ()  # extra pip requirements of the row
@@ -37,10 +37,10 @@ ROWS: dict[str, Row] = {
         ),
         Row(
             "deepspeed-cpu",
-            "accelerate",
+            "torchrun-deepspeed",
             ("deepspeed-cpu-zero2.yaml", "deepspeed-cpu-zero3.yaml"),
             needs=("deepspeed", "transformers"),
-            description="DeepSpeed ZeRO-2 and ZeRO-3 on two CPU processes",
+            description="DeepSpeed ZeRO-2 and ZeRO-3 on two CPU processes (torchrun), through pa-deepspeed's callback",
         ),
         Row("cuda", "accelerate", ("cuda.yaml",), gpus=1, description="one GPU, fp32"),
         Row("cuda-bf16", "accelerate", ("cuda-bf16.yaml",), gpus=1, description="one GPU, bf16"),

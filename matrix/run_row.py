@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -40,6 +41,31 @@ def _accelerate(config: str, *args: str) -> list[str]:
 
 def launch(row: Row, suite: Path, extra: list[str], work: Path) -> int:
     env = {**os.environ, "PA_MATRIX_DIR": str(work), "TMPDIR": str(work)}
+    if row.launcher == "torchrun-deepspeed":
+        # Two processes under torchrun, made DeepSpeed runs by pa-deepspeed's callback with the
+        # ZeRO stage of each config file (the callback sizes the engine from train()'s arguments).
+        for config in row.configs:
+            stage = re.search(r"zero_stage:\s*(\d)", (CONFIGS / config).read_text()).group(1)
+            command = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc_per_node",
+                "2",
+                "--master_port",
+                str(_free_port()),
+                *_pytest_args(suite, extra),
+            ]
+            run_env = {
+                **env,
+                "PA_MATRIX_DIR": str(work / config),
+                "PA_MATRIX_DEEPSPEED": "1",
+                "PA_MATRIX_ZERO_STAGE": stage,
+            }
+            status = subprocess.run(command, env=run_env, timeout=TIMEOUT_S).returncode
+            if status:
+                return status
+        return 0
     if row.launcher == "accelerate":
         for config in row.configs:
             env["PA_MATRIX_DIR"] = str(work / config)

@@ -19,6 +19,11 @@ from pa_core.utils import local_process_zero_only, world_process_zero_only
 
 
 def callbacks(*extra):
+    """The deepspeed-cpu row adds pa-deepspeed's callback, which sizes the engine from train()."""
+    if os.environ.get("PA_MATRIX_DEEPSPEED"):
+        from pa_deepspeed import DeepSpeedCallback
+
+        return [DeepSpeedCallback(zero_stage=int(os.environ["PA_MATRIX_ZERO_STAGE"])), *extra]
     return list(extra)
 
 

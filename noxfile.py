@@ -16,6 +16,9 @@ import nox
 sys.path.insert(0, str(Path(__file__).parent / "matrix"))
 from rows import ROWS, missing_hardware  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).parent))
+from tools import nox_packaging  # noqa: E402
+
 ROOT = Path(__file__).parent
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
 TEST_TOOLS = ("pytest", "numpy")
@@ -35,6 +38,7 @@ nox.options.sessions = [
     "torchmetrics",
     "examples",
     "integration",
+    "build",
     "cpu",
     "cpu-bf16",
     "cpu-2proc",
@@ -99,7 +103,7 @@ def examples(session: nox.Session) -> None:
 @nox.session
 def integration(session: nox.Session) -> None:
     """Cross-package tests: every distribution plus the fixture third-party plugins installed."""
-    _install(session, CORE, f"{CALLBACKS}[plot]", WANDB, TORCHMETRICS, EXAMPLES, *FIXTURES)
+    _install(session, CORE, f"{CALLBACKS}[plot]", WANDB, TORCHMETRICS, EXAMPLES, *FIXTURES, "hatchling")
     _pytest(session, "tests")
 
 
@@ -138,3 +142,27 @@ def _matrix_session(row_name: str) -> None:
 
 for _row in ROWS:
     _matrix_session(_row)
+
+
+# ----------------------------------------------------------------------------------------
+# Packaging (tools/nox_packaging.py)
+# ----------------------------------------------------------------------------------------
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """sdist and wheel of every distribution into dist/, checked by tools/check_dists.py and twine."""
+    nox_packaging.build(session)
+
+
+@nox.session(default=False)
+@nox.parametrize("dist", list(nox_packaging.DISTRIBUTIONS), ids=list(nox_packaging.DISTRIBUTIONS))
+def wheels(session: nox.Session, dist: str) -> None:
+    """Each distribution installed from its wheel with only what it declares; its tests run against it."""
+    nox_packaging.wheels(session, dist)
+
+
+@nox.session(default=False)
+def lowest(session: nox.Session) -> None:
+    """pa-core's tests with the oldest accelerate and pluggy it allows (torch stays at constraints.txt)."""
+    nox_packaging.lowest(session)

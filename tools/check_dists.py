@@ -1,6 +1,6 @@
 """Check the built sdists and wheels of pa's distributions before they are installed or uploaded.
 
-    python tools/check_dists.py DIST_DIR [PROJECT_DIR ...]
+    python tools/check_dists.py [--wheel-only] DIST_DIR [PROJECT_DIR ...]
 
 DIST_DIR holds the built files (``nox -s build`` writes them to ./dist). PROJECT_DIR is a folder with a
 pyproject.toml; without any, every distribution under packages/ is checked. Each distribution's wheel and
@@ -129,11 +129,16 @@ def check_requirement(line: str, pa: dict[str, str], where: str) -> list[str]:
         return [f"{where}: {line!r} has no lower bound (write e.g. {req.name}>=X.Y, the oldest version it works with)"]
     name = canonicalize_name(req.name)
     if name in pa:
-        upper = [s for s in specs if s.operator in ("<", "~=", "==", "===")]
-        if not upper:
-            return [f"{where}: {line!r} needs an upper bound: pa distributions require each other as >=0.X,<0.(X+1)"]
-        if not req.specifier.contains(pa[name], prereleases=True):
-            return [f"{where}: {line!r} excludes the current {req.name} {pa[name]} in this repository"]
+        current = Version(pa[name])
+        # The first release allowed to break dependents: the next minor while 0.x, the next major after.
+        breaking = f"0.{current.minor + 1}" if current.major == 0 else f"{current.major + 1}.0"
+        if not req.specifier.contains(current, prereleases=True):
+            return [f"{where}: {line!r} excludes the current {req.name} {current} in this repository"]
+        if req.specifier.contains(breaking, prereleases=True):
+            return [
+                f"{where}: {line!r} allows {req.name} {breaking}, which may break it: pa distributions require "
+                f"each other with a compatible range, e.g. {req.name}>={current.major}.{current.minor},<{breaking}"
+            ]
     return []
 
 
@@ -191,12 +196,18 @@ def check_wheel(project: Project, wheel: Path, pa: dict[str, str]) -> list[str]:
         for group in sorted(set(declared) | set(built)):
             want, have = declared.get(group, {}), built.get(group, {})
             for ep in sorted(set(want) - set(have)):
-                problems.append(f"entry point {ep!r} in group {group!r} is declared in pyproject.toml but not in the wheel")
+                problems.append(
+                    f"entry point {ep!r} in group {group!r} is declared in pyproject.toml but not in the wheel"
+                )
             for ep in sorted(set(have) - set(want)):
-                problems.append(f"entry point {ep!r} in group {group!r} is in the wheel but not declared in pyproject.toml")
+                problems.append(
+                    f"entry point {ep!r} in group {group!r} is in the wheel but not declared in pyproject.toml"
+                )
             for ep in sorted(set(want) & set(have)):
                 if want[ep].replace(" ", "") != have[ep].replace(" ", ""):
-                    problems.append(f"entry point {ep!r} ({group}) is {have[ep]!r} in the wheel, {want[ep]!r} in pyproject.toml")
+                    problems.append(
+                        f"entry point {ep!r} ({group}) is {have[ep]!r} in the wheel, {want[ep]!r} in pyproject.toml"
+                    )
         for group, entries in built.items():
             for ep, value in entries.items():
                 module = entry_point_module_file(value)
@@ -233,25 +244,27 @@ def check_metadata(
     readme_path = project.folder / "README.md"
     body = msg.get_payload() or ""
     if msg.get("Description-Content-Type", "").split(";")[0].strip() != "text/markdown":
-        problems.append(f"{where}: Description-Content-Type is {msg.get('Description-Content-Type')!r}, not text/markdown")
+        problems.append(
+            f"{where}: Description-Content-Type is {msg.get('Description-Content-Type')!r}, not text/markdown"
+        )
     if not readme_path.exists():
         problems.append("the project has no README.md")
     elif body.strip() != readme_path.read_text(encoding="utf-8").strip():
-        problems.append(f"{where}: the long description is not README.md (set readme = \"README.md\")")
+        problems.append(f'{where}: the long description is not README.md (set readme = "README.md")')
     elif not body.strip():
         problems.append(f"{where}: README.md is empty")
 
     # License: an SPDX expression, the license file inside the archive, no License classifiers.
     expression = msg.get("License-Expression")
     if not expression:
-        problems.append(f"{where}: no License-Expression (set license = \"Apache-2.0\" in pyproject.toml)")
+        problems.append(f'{where}: no License-Expression (set license = "Apache-2.0" in pyproject.toml)')
     elif declared.get("license") and expression != declared["license"]:
         problems.append(f"{where}: License-Expression {expression!r} differs from pyproject.toml")
     license_files = field_values("License-File")
     if not license_files:
         problems.append(f"{where}: no License-File (put a LICENSE file next to pyproject.toml)")
     for lf in license_files:
-        candidates = (f"{prefix}licenses/{lf}", f"{prefix}{lf}", f"{prefix}{lf}".replace(".dist-info/", "/"))
+        candidates = (f"{prefix}licenses/{lf}", f"{prefix}{lf}")
         if not any(c in archive_names for c in candidates):
             problems.append(f"{where}: License-File {lf!r} is not in the archive")
 
@@ -349,7 +362,9 @@ def warnings_for(project: Project) -> list[str]:
     return []
 
 
-def check_project(folder: Path, dist_dir: Path, pa: dict[str, str]) -> tuple[Project | None, list[str], list[str]]:
+def check_project(
+    folder: Path, dist_dir: Path, pa: dict[str, str], wheel_only: bool = False
+) -> tuple[Project | None, list[str], list[str]]:
     try:
         project = read_project(folder)
     except (OSError, SystemExit, tomllib.TOMLDecodeError) as exc:
@@ -362,7 +377,9 @@ def check_project(folder: Path, dist_dir: Path, pa: dict[str, str]) -> tuple[Pro
     else:
         others = sorted(p.name for p in dist_dir.glob(f"{project.wheel_stem.split('-')[0]}-*.whl"))
         problems.append(f"no wheel {wheel.name} in {dist_dir}" + (f" (found {', '.join(others)})" if others else ""))
-    if sdist.exists():
+    if wheel_only:
+        pass
+    elif sdist.exists():
         problems += check_sdist(project, sdist)
     else:
         problems.append(f"no sdist {sdist.name} in {dist_dir}")
@@ -373,13 +390,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dist_dir", type=Path, help="folder with the built wheels and sdists")
     parser.add_argument("projects", type=Path, nargs="*", help="distribution folders (default: all under packages/)")
+    parser.add_argument("--wheel-only", action="store_true", help="check the wheels and not the sdists")
     args = parser.parse_args(argv)
 
     folders = args.projects or discover_projects()
     pa = pa_versions()
     failed = 0
     for folder in folders:
-        project, problems, warnings = check_project(folder.resolve(), args.dist_dir, pa)
+        project, problems, warnings = check_project(folder.resolve(), args.dist_dir, pa, args.wheel_only)
         label = f"{project.name} {project.version}" if project else str(folder)
         for warning in warnings:
             print(f"WARNING {label}: {warning}")
@@ -388,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             for problem in problems:
                 print(f"FAIL {label}: {problem}")
         else:
-            print(f"ok   {label}: wheel and sdist pass")
+            print(f"ok   {label}: {'wheel passes' if args.wheel_only else 'wheel and sdist pass'}")
     if failed:
         print(f"\n{failed} of {len(folders)} distribution(s) failed the check.")
         return 1

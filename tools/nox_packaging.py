@@ -1,7 +1,7 @@
 """Release checks as nox sessions: build and check every distribution, test each one from its wheel, and test
 pa-core against the oldest dependency versions it allows.
 
-noxfile.py registers these functions (see the README, "Release procedure"):
+noxfile.py registers these functions (CHANGELOG.md, "Release procedure", says when to run them):
 
     nox -s build            sdist + wheel of every distribution into ./dist, then tools/check_dists.py and twine check
     nox -s wheels           each distribution installed from its wheel alone, its tests run against the install
@@ -23,7 +23,8 @@ from packaging.utils import canonicalize_name
 
 from tools import check_dists
 
-ROOT = Path(__file__).resolve().parent.parent
+TOOLS = Path(__file__).resolve().parent
+ROOT = TOOLS.parent
 DIST = ROOT / "dist"
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
 TEST_TOOLS = ("pytest", "numpy")
@@ -38,8 +39,10 @@ DISTRIBUTIONS = {
     "pa-deepspeed": "packages/integrations/deepspeed",
     "pa-examples": "packages/examples",
 }
-# What a distribution's tests need besides pytest and numpy (the same extras as its session in noxfile.py).
-TEST_EXTRAS = {"pa-wandb": ("psutil",), "pa-deepspeed": ("transformers",)}
+# Extras of a distribution that its tests use (as in its noxfile.py session), and what else its tests need
+# besides pytest, numpy and what the distribution declares.
+WHEEL_EXTRAS = {"pa-callbacks": "[plot]"}
+TEST_EXTRAS = {"pa-wandb": ("psutil",)}
 TEST_ENV = {"pa-deepspeed": {"DS_BUILD_OPS": "0"}}
 # torch from the package index is a CUDA build of several GB: the lowest session keeps the CPU build of
 # constraints.txt and lowers the other dependencies only.
@@ -54,8 +57,8 @@ def build(session) -> None:
         # Without --sdist/--wheel, build makes the sdist and then the wheel from the unpacked sdist, which proves
         # the sdist is complete. --no-isolation uses the hatchling just installed (pyproject's build requirement).
         session.run("python", "-m", "build", "--no-isolation", "--outdir", str(DIST), str(ROOT / folder), silent=True)
-    session.run("twine", "check", "--strict", *sorted(str(p) for p in DIST.iterdir()))
-    session.run("python", str(ROOT / "tools" / "check_dists.py"), str(DIST), *(str(ROOT / f) for f in DISTRIBUTIONS.values()))
+    session.run("twine", "check", "--strict", *sorted(str(p) for p in DIST.iterdir()), env={"NO_COLOR": "1"})
+    session.run("python", str(TOOLS / "check_dists.py"), str(DIST), *(str(ROOT / f) for f in DISTRIBUTIONS.values()))
 
 
 def wheels(session, dist: str) -> None:
@@ -69,9 +72,12 @@ def wheels(session, dist: str) -> None:
 
     # A reused environment may hold the same pa version built from older sources: pip would keep it.
     session.run("python", "-m", "pip", "uninstall", "--yes", "--quiet", *DISTRIBUTIONS, silent=True)
-    session.install(*CONSTRAINTS, "--find-links", str(DIST), *TEST_TOOLS, *TEST_EXTRAS.get(dist, ()), str(wheel),
-                    *map(str, pa_wheels), env=TEST_ENV.get(dist))
-    session.run("python", str(ROOT / "tools" / "prune_env.py"), dist, *TEST_TOOLS, *TEST_EXTRAS.get(dist, ()))
+    test_tools = (*TEST_TOOLS, *TEST_EXTRAS.get(dist, ()))
+    extras = WHEEL_EXTRAS.get(dist, "")
+    pip_args = (*CONSTRAINTS, "--find-links", str(DIST), *test_tools, f"{wheel}{extras}", *map(str, pa_wheels))
+    session.install(*pip_args, env=TEST_ENV.get(dist))
+    # A reused environment may hold what an earlier version of a distribution declared: remove it.
+    session.run("python", str(TOOLS / "prune_env.py"), f"{dist}{extras}", *test_tools)
     session.run("python", "-m", "pip", "check")
 
     with tempfile.TemporaryDirectory(prefix=f"{dist}-wheel-tests-") as tmp:
@@ -79,11 +85,11 @@ def wheels(session, dist: str) -> None:
         shutil.copytree(tests, Path(tmp) / "tests", ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copy(ROOT / "pyproject.toml", Path(tmp) / "pyproject.toml")  # pytest markers and options only
         session.chdir(tmp)
-        import_name = canonicalize_name(dist).replace("-", "_")
-        session.run("python", "-c", f"import {import_name} as m, sys; "
-                    f"assert 'site-packages' in m.__file__, m.__file__; print('testing', m.__file__)", silent=False)
-        session.run("python", "-m", "pytest", "tests", "-p", "no:cacheprovider", "--rootdir", tmp, *session.posargs,
-                    env={"WANDB_SILENT": "true", **TEST_ENV.get(dist, {})})
+        package = canonicalize_name(dist).replace("-", "_")
+        where = f"import {package}; assert 'site-packages' in {package}.__file__; print('testing', {package}.__file__)"
+        session.run("python", "-c", where)
+        pytest = ("python", "-m", "pytest", "tests", "-p", "no:cacheprovider", "--rootdir", tmp, *session.posargs)
+        session.run(*pytest, env={"WANDB_SILENT": "true", **TEST_ENV.get(dist, {})})
         session.chdir(ROOT)
 
 

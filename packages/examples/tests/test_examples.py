@@ -1,0 +1,69 @@
+"""The examples run as users run them: through the pa-examples command and under torchrun."""
+
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pa_examples import digits
+
+
+def test_list_shows_every_example_with_a_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "pa_examples.cli", "list"], capture_output=True, text=True, check=True
+    )
+    assert "digits" in result.stdout
+    assert "handwritten digits" in result.stdout
+
+
+def test_run_help_shows_the_example_options():
+    result = subprocess.run(
+        [sys.executable, "-m", "pa_examples.cli", "run", "digits", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "--epochs" in result.stdout and "--fast" in result.stdout
+
+
+def test_digits_fast_mode_prints_the_test_accuracy():
+    result = subprocess.run(
+        [sys.executable, "-m", "pa_examples.cli", "run", "digits", "--fast"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "test accuracy:" in result.stdout
+
+
+@pytest.mark.slow
+def test_digits_reaches_the_accuracy_target_in_under_a_minute(capsys):
+    started = time.perf_counter()
+    accuracy = digits.main([])
+    elapsed = time.perf_counter() - started
+    print(f"digits: test accuracy {accuracy:.4f} in {elapsed:.1f} s")
+    assert accuracy >= 0.95
+    assert elapsed < 60
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.multiprocess
+def test_digits_runs_unchanged_on_two_processes(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # torchrun leaves folders in the temporary directory
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "pa_examples.digits",
+        "--fast",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("test accuracy:") == 1  # printed by the main process only

@@ -33,12 +33,18 @@ GOOD = dict(num_epochs=1, per_device_batch_size=4)
         ({"max_num_train_steps": 0}, r"max_num_train_steps must be a positive integer .* got 0"),
         ({"gradient_clip_value": -1.0}, r"gradient_clip_value must be a positive number or None, got -1.0"),
         ({"create_scheduler_fn": "cosine"}, r"create_scheduler_fn must be callable"),
+        ({"per_device_batch_size": True}, r"per_device_batch_size must be a positive integer .* got True"),
+        ({"train_dataloader_kwargs": [("shuffle", False)]}, r"train_dataloader_kwargs must be a dict .* got \[\("),
+        ({"eval_dataloader_kwargs": "fast"}, r"eval_dataloader_kwargs must be a dict .* got 'fast'"),
+        ({"collate_fn": 3}, r"collate_fn must be callable or None, got 3"),
+        ({"reset_run_history": "no"}, r"reset_run_history must be True or False, got 'no'"),
+        ({"resume_from": "/nonexistent/state"}, r"resume_from='/nonexistent/state' is not a training state"),
     ],
 )
 def test_bad_train_arguments(make_trainer, train_data, overrides, message):
     trainer = make_trainer(callbacks=[FailIfAnyStep()])
     kwargs = {"train_dataset": train_data, **GOOD, **overrides}
-    with pytest.raises((ValueError, TypeError), match=message):
+    with pytest.raises((ValueError, TypeError, FileNotFoundError), match=message):
         trainer.train(**kwargs)
 
 

@@ -24,11 +24,12 @@ class MoveModulesToDeviceCallback(TrainerCallback):
     """
 
     def _get_modules(self, trainer: Trainer) -> list[tuple[str, torch.nn.Module]]:
-        """The ``(name, module)`` attributes of ``trainer`` to move."""
+        """The ``(name, module)`` attributes of ``trainer`` to move: every public module
+        attribute (a loss function, a teacher model...) except the model, which Accelerate places."""
         return [
             (name, value)
             for name, value in vars(trainer).items()
-            if isinstance(value, torch.nn.Module) and name != "model"
+            if isinstance(value, torch.nn.Module) and name != "model" and not name.startswith("_")
         ]
 
     def _move_modules_to_device(self, trainer: Trainer) -> None:

@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> float:
     )
     test_accuracy = accuracy(trainer, test_set)
     trainer.print(f"test accuracy: {test_accuracy:.4f} ({len(test_set)} images, {time.perf_counter() - started:.1f} s)")
+    if torch.distributed.is_initialized():  # on several processes, leave together and cleanly
+        torch.distributed.destroy_process_group()
     return test_accuracy
 
 

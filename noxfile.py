@@ -36,9 +36,11 @@ nox.options.sessions = [
     "callbacks",
     "wandb",
     "torchmetrics",
+    "deepspeed",
     "examples",
     "integration",
     "build",
+    "wheels",
     "cpu",
     "cpu-bf16",
     "cpu-2proc",
@@ -155,7 +157,7 @@ def build(session: nox.Session) -> None:
     nox_packaging.build(session)
 
 
-@nox.session(default=False)
+@nox.session
 @nox.parametrize("dist", list(nox_packaging.DISTRIBUTIONS), ids=list(nox_packaging.DISTRIBUTIONS))
 def wheels(session: nox.Session, dist: str) -> None:
     """Each distribution installed from its wheel with only what it declares; its tests run against it."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,14 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from rows import CONFIGS, ROWS, Row, missing_hardware  # noqa: E402
 
+from pa_core.testing import free_port  # noqa: E402
+
 SUITE = Path(__file__).parent / "suite"
 TIMEOUT_S = 900
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _pytest_args(suite: Path, extra: list[str]) -> list[str]:
@@ -53,7 +48,7 @@ def launch(row: Row, suite: Path, extra: list[str], work: Path) -> int:
                 "--nproc_per_node",
                 "2",
                 "--master_port",
-                str(_free_port()),
+                str(free_port()),
                 *_pytest_args(suite, extra),
             ]
             run_env = {
@@ -70,7 +65,7 @@ def launch(row: Row, suite: Path, extra: list[str], work: Path) -> int:
         for config in row.configs:
             env["PA_MATRIX_DIR"] = str(work / config)
             status = subprocess.run(
-                _accelerate(config, "--main_process_port", str(_free_port()), *_pytest_args(suite, extra)),
+                _accelerate(config, "--main_process_port", str(free_port()), *_pytest_args(suite, extra)),
                 env=env,
                 timeout=TIMEOUT_S,
             ).returncode
@@ -85,12 +80,12 @@ def launch(row: Row, suite: Path, extra: list[str], work: Path) -> int:
             "--nproc_per_node",
             "2",
             "--master_port",
-            str(_free_port()),
+            str(free_port()),
             *_pytest_args(suite, extra),
         ]
         return subprocess.run(command, env=env, timeout=TIMEOUT_S).returncode
     if row.launcher == "two-node":
-        port = str(_free_port())
+        port = str(free_port())
         processes = []
         for machine_rank in (0, 1):
             node_env = {**env, "PA_MATRIX_NODES": "2", "PA_MATRIX_NODE_DIR": str(work / f"machine{machine_rank}")}

@@ -1,9 +1,8 @@
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from pa_core import Trainer, hookimpl
-from pa_core.testing import make_classification_dataset, tiny_classifier
+from pa_core.testing import CountHostSyncs, make_classification_dataset, tiny_classifier
 
 # Tiny models gain nothing from intra-op threads, and a process forked by the two-process tests
 # after OpenMP started its thread pool can hang in its first parallel region.
@@ -37,23 +36,6 @@ def train_data():
 @pytest.fixture
 def eval_data():
     return make_classification_dataset(num_samples=20, seed=1)
-
-
-# Operators that read a tensor's value back to the host: on a GPU each one waits for the device.
-HOST_SYNC_OPS = {"aten._local_scalar_dense.default", "aten.is_nonzero.default", "aten.item.default"}
-
-
-class CountHostSyncs(TorchDispatchMode):
-    """Counts the operators that bring a tensor's value to the host while it is active."""
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if str(func) in HOST_SYNC_OPS:
-            self.count += 1
-        return func(*args, **(kwargs or {}))
 
 
 class FakeClock:

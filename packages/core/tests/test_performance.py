@@ -7,24 +7,9 @@ import sys
 from collections import Counter
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from pa_core import Trainer, hookimpl
-from pa_core.testing import make_classification_dataset, tiny_classifier
-
-# Operators that read a tensor's value back to the host: on a GPU each one waits for the device.
-HOST_SYNC_OPS = {"aten._local_scalar_dense.default", "aten.is_nonzero.default", "aten.item.default"}
-
-
-class CountHostSyncs(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if str(func) in HOST_SYNC_OPS:
-            self.count += 1
-        return func(*args, **(kwargs or {}))
+from pa_core.testing import CountHostSyncs, make_classification_dataset, tiny_classifier
 
 
 def host_syncs_for_one_epoch(num_batches, callbacks=(), gradient_accumulation_steps=1):

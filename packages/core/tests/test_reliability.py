@@ -5,7 +5,6 @@ import os
 import pickle
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import torch
 
 from pa_core import Trainer, UnsafeCheckpointError
 from pa_core._serialization import safe_load, verify_training_state_files
-from pa_core.testing import make_classification_dataset, tiny_classifier
+from pa_core.testing import free_port, make_classification_dataset, tiny_classifier
 from pa_core.trainer import TRAINER_STATE_FILE, _check_training_state_dir
 
 SCRIPT = Path(__file__).parent / "scripts" / "preemptible.py"
@@ -86,14 +85,8 @@ def _wait_for(paths, process, timeout=60):
         time.sleep(0.05)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _torchrun(*args):
-    port = str(_free_port())
+    port = str(free_port())
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port, *args]
 
 

@@ -1,12 +1,12 @@
 """The examples run as users run them: through the pa-examples command and under torchrun."""
 
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
+from pa_core.testing import free_port
 from pa_examples import digits
 
 
@@ -43,12 +43,6 @@ def test_digits_reaches_the_accuracy_target_in_under_a_minute(capsys):
     assert elapsed < 60
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.multiprocess
 def test_digits_runs_unchanged_on_two_processes(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # torchrun leaves folders in the temporary directory
@@ -59,7 +53,7 @@ def test_digits_runs_unchanged_on_two_processes(tmp_path, monkeypatch):
         "--nproc_per_node",
         "2",
         "--master_port",
-        str(_free_port()),
+        str(free_port()),
         "-m",
         "pa_examples.digits",
         "--fast",

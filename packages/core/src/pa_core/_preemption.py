@@ -77,6 +77,9 @@ class SignalWatcher:
 
     def __exit__(self, *exc_info: Any) -> None:
         self._restore()
+        # Keep no reference to the store after the run: one outliving the process group is
+        # destroyed at interpreter exit with its threads still running, which aborts the process.
+        self._store = None
 
     def _restore(self) -> None:
         for signum, handler in self._previous.items():

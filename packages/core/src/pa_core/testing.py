@@ -17,18 +17,22 @@ second on a CPU::
 from __future__ import annotations
 
 import functools
+import socket
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import TensorDataset
 
 from pa_core import hookspecs
 from pa_core.callbacks import _forward_by_keyword
 
 __all__ = [
+    "CountHostSyncs",
     "RecordingCallback",
+    "free_port",
     "run_on_processes",
     "make_classification_dataset",
     "make_regression_dataset",
@@ -143,3 +147,35 @@ def _run_in_fresh_process(function: Callable[..., Any], args: tuple[Any, ...]) -
     GradientState._reset_state()
     torch.set_num_threads(1)
     function(*args)
+
+
+#: Operators that read a tensor's value back to the host: on a GPU each one waits for the device.
+HOST_SYNC_OPS = frozenset({"aten._local_scalar_dense.default", "aten.is_nonzero.default", "aten.item.default"})
+
+
+class CountHostSyncs(TorchDispatchMode):
+    """Counts, while active, the operations that bring a tensor's value back to the host.
+
+    Use it to check that a callback adds no per-step synchronisation: count over runs of
+    different lengths and compare::
+
+        with CountHostSyncs() as counter:
+            trainer.train(data, num_epochs=1)
+        print(counter.count)
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if str(func) in HOST_SYNC_OPS:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for ``torchrun --master_port``)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from rows import CONFIGS, ROWS, Row, missing_hardware  # noqa: E402
 
-from pa_core.testing import free_port  # noqa: E402
+from pa_core.testing import free_port, torchrun_command  # noqa: E402
 
 SUITE = Path(__file__).parent / "suite"
 TIMEOUT_S = 900
@@ -41,16 +41,7 @@ def launch(row: Row, suite: Path, extra: list[str], work: Path) -> int:
         # ZeRO stage of each config file (the callback sizes the engine from train()'s arguments).
         for config in row.configs:
             stage = re.search(r"zero_stage:\s*(\d)", (CONFIGS / config).read_text()).group(1)
-            command = [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--nproc_per_node",
-                "2",
-                "--master_port",
-                str(free_port()),
-                *_pytest_args(suite, extra),
-            ]
+            command = torchrun_command(*_pytest_args(suite, extra))
             run_env = {
                 **env,
                 "PA_MATRIX_DIR": str(work / config),
@@ -73,16 +64,7 @@ def launch(row: Row, suite: Path, extra: list[str], work: Path) -> int:
                 return status
         return 0
     if row.launcher == "torchrun":
-        command = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(free_port()),
-            *_pytest_args(suite, extra),
-        ]
+        command = torchrun_command(*_pytest_args(suite, extra))
         return subprocess.run(command, env=env, timeout=TIMEOUT_S).returncode
     if row.launcher == "two-node":
         port = str(free_port())

@@ -15,7 +15,7 @@ import torch
 
 from pa_core import Trainer, UnsafeCheckpointError
 from pa_core._serialization import safe_load, verify_training_state_files
-from pa_core.testing import free_port, make_classification_dataset, tiny_classifier
+from pa_core.testing import make_classification_dataset, tiny_classifier, torchrun_command
 from pa_core.trainer import TRAINER_STATE_FILE, _check_training_state_dir
 
 SCRIPT = Path(__file__).parent / "scripts" / "preemptible.py"
@@ -85,16 +85,11 @@ def _wait_for(paths, process, timeout=60):
         time.sleep(0.05)
 
 
-def _torchrun(*args):
-    port = str(free_port())
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port, *args]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("processes", [1, pytest.param(2, marks=pytest.mark.multiprocess)])
 def test_sigterm_stops_saves_and_resumes_exactly(tmp_path, processes, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # torchrun leaves folders in the temporary directory
-    launch = (lambda *a: _torchrun(*a)) if processes == 2 else (lambda *a: [sys.executable, *a])
+    launch = (lambda *a: torchrun_command(*a)) if processes == 2 else (lambda *a: [sys.executable, *a])
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
     reference.mkdir(), interrupted.mkdir()
     result = _run(launch(str(SCRIPT), str(reference)))
@@ -136,7 +131,7 @@ def test_sigterm_stops_saves_and_resumes_exactly(tmp_path, processes, monkeypatc
 def test_a_failure_on_rank_1_ends_rank_0(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     started = time.monotonic()
-    result = _run(_torchrun(str(SCRIPT), str(tmp_path), "--fail-rank1", "--sleep", "0.2"), timeout=90)
+    result = _run(torchrun_command(str(SCRIPT), str(tmp_path), "--fail-rank1", "--sleep", "0.2"), timeout=90)
     assert result.returncode != 0
     assert time.monotonic() - started < 60
     assert "rank 1 fails on purpose" in result.stdout + result.stderr

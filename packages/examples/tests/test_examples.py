@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from pa_core.testing import free_port
+from pa_core.testing import torchrun_command
 from pa_examples import digits
 
 
@@ -46,18 +46,7 @@ def test_digits_reaches_the_accuracy_target_in_under_a_minute(capsys):
 @pytest.mark.multiprocess
 def test_digits_runs_unchanged_on_two_processes(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # torchrun leaves folders in the temporary directory
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "pa_examples.digits",
-        "--fast",
-    ]
+    command = torchrun_command("-m", "pa_examples.digits", "--fast")
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, (
         result.stdout[-1500:],

@@ -33,6 +33,7 @@ __all__ = [
     "CountHostSyncs",
     "RecordingCallback",
     "free_port",
+    "torchrun_command",
     "run_on_processes",
     "make_classification_dataset",
     "make_regression_dataset",
@@ -179,3 +180,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def torchrun_command(*args: str, num_processes: int = 2) -> list[str]:
+    """The command that runs ``args`` (a script and its options, or ``-m module ...``) on
+    ``num_processes`` local processes with torchrun, on a free port; for ``subprocess.run``."""
+    import sys
+
+    port = str(free_port())
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(num_processes),
+        "--master_port",
+        port,
+        *args,
+    ]

@@ -348,6 +348,11 @@ class Trainer:
         self.model = self._accelerator.unwrap_model(self.model)
         if isinstance(self.optimizer, AcceleratedOptimizer):
             self.optimizer = self.optimizer.optimizer
+        if self._accelerator.distributed_type != DistributedType.DEEPSPEED:
+            # Only a DeepSpeed engine is needed after the run (to gather ZeRO-3 weights). A DDP
+            # wrapper kept alive until interpreter exit is freed after its process group's
+            # threads, and that deadlocks or aborts the process as it exits.
+            self._wrapped_model = None
 
     def _create_run_config(
         self,
@@ -758,7 +763,7 @@ class Trainer:
             self._notify_exception(exc)
             raise
         finally:
-            self.model = self._accelerator.unwrap_model(self.model)
+            self._unwrap_after_run()
 
     # ------------------------------------------------------------------------------------
     # Checkpoints

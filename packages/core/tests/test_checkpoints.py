@@ -194,6 +194,31 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(interrupter, tmp_
     assert resumed.run_history.current_epoch == reference.run_history.current_epoch == 4
 
 
+def test_resuming_a_second_run_that_kept_the_history_ends_where_it_would_have(tmp_path):
+    train_data = make_classification_dataset(num_samples=40, seed=0)
+    kwargs = dict(num_epochs=2, per_device_batch_size=8)
+
+    reference = _resumable_trainer()
+    reference.train(train_data, **kwargs)
+    reference.train(train_data, reset_run_history=False, **kwargs)  # epochs 3 and 4
+
+    state_dir = tmp_path / "state"
+    interrupted = _resumable_trainer()
+    interrupted.train(train_data, **kwargs)
+    interrupted.callback_handler.add_callback(SaveAtEpochEndAndInterrupt(state_dir, at_epoch=3))
+    with pytest.raises(Interrupt):
+        interrupted.train(train_data, reset_run_history=False, **kwargs)
+
+    resumed = _resumable_trainer()
+    resumed.train(train_data, resume_from=state_dir, **kwargs)
+    assert resumed.last_epoch == 4
+    assert resumed.run_history.current_epoch == 5
+    assert resumed.run_history.get_metric_values("train_loss_epoch") == pytest.approx(
+        reference.run_history.get_metric_values("train_loss_epoch"), rel=1e-6
+    )
+    torch.testing.assert_close(flat(resumed.model), flat(reference.model), rtol=0, atol=0)
+
+
 def test_training_state_folder_is_replaced_atomically(make_trainer, train_data, tmp_path):
     trainer = make_trainer()
     trainer.train(train_data, num_epochs=1)

@@ -146,6 +146,23 @@ def test_accumulated_gradients_equal_one_large_batch(train_data):
     torch.testing.assert_close(train(5, 4), train(20, 1))
 
 
+def test_second_run_keeping_history_trains_num_epochs_more(make_trainer, train_data):
+    recorder = RecordingCallback(events=("on_train_epoch_end",))
+    trainer = make_trainer(callbacks=[recorder])
+    trainer.train(train_data, num_epochs=2, per_device_batch_size=8)
+    assert trainer.last_epoch == 2
+    trainer.train(train_data, num_epochs=3, per_device_batch_size=8, reset_run_history=False)
+
+    assert recorder.count("on_train_epoch_end") == 2 + 3
+    assert trainer.last_epoch == 5
+    assert trainer.run_history.current_epoch == 6
+    assert len(trainer.run_history.get_metric_values("train_loss_epoch")) == 5
+
+    trainer.train(train_data, num_epochs=1, per_device_batch_size=8)  # a fresh history starts again at epoch 1
+    assert trainer.last_epoch == 1
+    assert len(trainer.run_history.get_metric_values("train_loss_epoch")) == 1
+
+
 def test_placeholders_with_arithmetic_in_a_real_run(make_trainer, train_data, eval_data):
     P = TrainerPlaceholderValues
     scheduler_fn = functools.partial(

@@ -99,9 +99,9 @@ class LogMetricsCallback(TrainerCallback):
 
     def _log_epoch(self, trainer: Trainer) -> None:
         now = time.perf_counter()
-        epoch, num_epochs = trainer.run_history.current_epoch, trainer.run_config.num_epochs
+        epoch, last_epoch = trainer.run_history.current_epoch, trainer.last_epoch
         took = f"{format_duration(now - self._epoch_start)} (total {format_duration(now - self._run_start)})"
-        self._log(trainer, f"epoch {epoch}/{num_epochs}", self._snapshot.updated(trainer.run_history), took)
+        self._log(trainer, f"epoch {epoch}/{last_epoch}", self._snapshot.updated(trainer.run_history), took)
         self._snapshot.take(trainer.run_history)
         self._epoch_pending = False
 

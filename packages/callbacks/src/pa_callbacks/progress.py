@@ -107,8 +107,8 @@ class ProgressBarCallback(TrainerCallback):
     def on_train_epoch_start(self, trainer: Trainer, **kwargs: Any) -> None:
         # A run resumed in the middle of an epoch starts after the batches already done.
         done = getattr(getattr(trainer, "_position", None), "batches_done", 0)
-        epoch, num_epochs = trainer.run_history.current_epoch, trainer.run_config.num_epochs
-        self.pbar = self._create_bar(trainer, _length(trainer._train_dataloader), f"epoch {epoch}/{num_epochs}", done)
+        epoch, last_epoch = trainer.run_history.current_epoch, trainer.last_epoch
+        self.pbar = self._create_bar(trainer, _length(trainer._train_dataloader), f"epoch {epoch}/{last_epoch}", done)
         self._next_loss_read["train"] = self._clock() + self.loss_refresh_interval
 
     def on_train_step_end(self, trainer: Trainer, **kwargs: Any) -> None:

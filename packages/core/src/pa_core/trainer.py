@@ -104,6 +104,7 @@ class Trainer:
         self._loss_tracker = LossTracker()
         self._eval_loss_tracker = LossTracker()
         self._position = _RunPosition()
+        self._first_epoch = 1  # the run_history epoch the current training run started with
         self._signals: SignalWatcher | None = None
         self._wrapped_model: Any = None  # the prepared model (DDP, DeepSpeed engine) of the last run
         # Read at construction, as upstream does: `with LimitBatches(2): trainer = Trainer(...)`.
@@ -176,6 +177,18 @@ class Trainer:
     def num_updates(self) -> int:
         """Optimizer updates performed so far in the current (or last) training run."""
         return self._position.num_updates
+
+    @property
+    def last_epoch(self) -> int:
+        """The ``run_history`` epoch the current (or last) training run ends with.
+
+        ``run_config.num_epochs`` if the run started from a fresh history; with
+        ``train(..., reset_run_history=False)`` the epochs continue from the previous run, so a
+        second ``train(num_epochs=3)`` after 2 epochs trains epochs 3 to 5 and this is 5.
+        """
+        if self.run_config is None:
+            raise RuntimeError("last_epoch is known once train() has been called.")
+        return self._first_epoch - 1 + self.run_config.num_epochs
 
     @property
     def loss_tracker(self) -> LossTracker:
@@ -296,6 +309,7 @@ class Trainer:
         self._check_eval_batch_size()
         self.scheduler = self.create_scheduler() if create_scheduler_fn is not None else None
         self._position = _RunPosition()
+        self._first_epoch = self.run_history.current_epoch
         self._reported_non_finite = False
         if resume_from is not None:
             self.load_training_state(resume_from)
@@ -406,7 +420,7 @@ class Trainer:
         self.callback_handler.call_event("on_training_run_start", self)
         self._check_deepspeed_engine()
         try:
-            while self.run_history.current_epoch <= self.run_config.num_epochs:
+            while self.run_history.current_epoch <= self.last_epoch:
                 self._run_train_epoch(self._train_dataloader)
                 if self._eval_dataloader is not None:
                     self._run_eval_epoch(self._eval_dataloader)
@@ -543,7 +557,7 @@ class Trainer:
                 "gradient_clipping). Remove gradient_clip_value."
             )
         ga = self.run_config.gradient_accumulation_steps
-        engine_ga = self.model.gradient_accumulation_steps()
+        engine_ga = self.model.gradient_accumulation_steps()  # type: ignore[operator]  # a DeepSpeed engine
         if engine_ga != ga:
             raise ValueError(
                 f"DeepSpeed is configured for {engine_ga} gradient-accumulation steps but train() was called with "
@@ -598,14 +612,14 @@ class Trainer:
         self._train_dl_kwargs = _merge_dl_kwargs(
             self.get_default_train_dl_kwargs(batch_size), train_dl_kwargs, self.train_dataset
         )
-        return DataLoader(self.train_dataset, collate_fn=self.collate_fn, **self._train_dl_kwargs)
+        return DataLoader(self.train_dataset, collate_fn=self.collate_fn, **self._train_dl_kwargs)  # type: ignore[arg-type]
 
     def create_eval_dataloader(self, batch_size: int, eval_dl_kwargs: dict[str, Any] | None = None) -> DataLoader:
         """Build the evaluation ``DataLoader`` from the defaults updated with ``eval_dl_kwargs``."""
         self._eval_dl_kwargs = _merge_dl_kwargs(
             self.get_default_eval_dl_kwargs(batch_size), eval_dl_kwargs, self.eval_dataset
         )
-        return DataLoader(self.eval_dataset, collate_fn=self.collate_fn, **self._eval_dl_kwargs)
+        return DataLoader(self.eval_dataset, collate_fn=self.collate_fn, **self._eval_dl_kwargs)  # type: ignore[arg-type]
 
     def get_default_train_dl_kwargs(self, batch_size: int) -> dict[str, Any]:
         """Shuffled batches of ``batch_size``; see :func:`default_num_workers` for workers."""
@@ -868,6 +882,7 @@ class Trainer:
         metadata = {
             "format": 1,
             "epoch": self.run_history.current_epoch,
+            "first_epoch": self._first_epoch,
             "position": position,
             "run_history": self.run_history.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
@@ -896,6 +911,9 @@ class Trainer:
             self.scheduler.load_state_dict(metadata["scheduler"])
         self.callback_handler.load_state_dict(metadata["callbacks"])
         self._position = _RunPosition.from_state_dict(metadata["position"], device=self.device)
+        # The resumed run ends where the interrupted one would have: num_epochs counted from the
+        # epoch that run started with (which may be after 1 when it kept an earlier run's history).
+        self._first_epoch = metadata.get("first_epoch", 1)
         if not self._accelerator.is_main_process:  # the saved partial loss is the sum over processes
             self._position.loss_total, self._position.loss_count = 0, 0
         if self._position.epoch_done:  # saved at an epoch's end: continue with the next epoch

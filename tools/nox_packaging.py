@@ -41,8 +41,8 @@ DISTRIBUTIONS = {
 }
 # Extras of a distribution that its tests use (as in its noxfile.py session), and what else its tests need
 # besides pytest, numpy and what the distribution declares.
-WHEEL_EXTRAS = {"pa-callbacks": "[plot]"}
-TEST_EXTRAS = {"pa-wandb": ("psutil",)}
+WHEEL_EXTRAS = {"pa-callbacks": "[plot]", "pa-examples": "[metrics,wandb]"}
+TEST_EXTRAS = {"pa-wandb": ("psutil",), "pa-examples": ("hatchling",)}
 TEST_ENV = {"pa-deepspeed": {"DS_BUILD_OPS": "0"}}
 # torch from the package index is a CUDA build of several GB: the lowest session keeps the CPU build of
 # constraints.txt and lowers the other dependencies only.
@@ -68,12 +68,13 @@ def wheels(session, dist: str) -> None:
     if not any(tests.glob("test_*.py")):
         session.error(f"{dist} has no tests in {tests.relative_to(ROOT)}")
     wheel = _wheel(session, dist)
-    pa_wheels = [_wheel(session, name) for name in sorted(_pa_requirements(session, wheel))]
+    extras = WHEEL_EXTRAS.get(dist, "")
+    requested = tuple(extras.strip("[]").split(",")) if extras else ()
+    pa_wheels = [_wheel(session, name) for name in sorted(_pa_requirements(session, wheel, extras=requested))]
 
     # A reused environment may hold the same pa version built from older sources: pip would keep it.
     session.run("python", "-m", "pip", "uninstall", "--yes", "--quiet", *DISTRIBUTIONS, silent=True)
     test_tools = (*TEST_TOOLS, *TEST_EXTRAS.get(dist, ()))
-    extras = WHEEL_EXTRAS.get(dist, "")
     pip_args = (*CONSTRAINTS, "--find-links", str(DIST), *test_tools, f"{wheel}{extras}", *map(str, pa_wheels))
     session.install(*pip_args, env=TEST_ENV.get(dist))
     # A reused environment may hold what an earlier version of a distribution declared: remove it.
@@ -127,8 +128,9 @@ def _wheel(session, dist: str) -> Path:
     return path
 
 
-def _pa_requirements(session, wheel: Path, seen: set[str] | None = None) -> set[str]:
-    """The pa distributions a wheel requires, transitively, read from the METADATA of the built wheels."""
+def _pa_requirements(session, wheel: Path, seen: set[str] | None = None, extras: tuple[str, ...] = ()) -> set[str]:
+    """The pa distributions a wheel requires (with ``extras`` of the wheel itself), transitively, read from
+    the METADATA of the built wheels."""
     seen = set() if seen is None else seen
     with zipfile.ZipFile(wheel) as zf:
         meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
@@ -136,7 +138,8 @@ def _pa_requirements(session, wheel: Path, seen: set[str] | None = None) -> set[
     for line in message.get_all("Requires-Dist") or []:
         req = Requirement(line)
         name = canonicalize_name(req.name)
-        if name in DISTRIBUTIONS and name not in seen and not (req.marker and "extra" in str(req.marker)):
+        wanted = req.marker is None or any(req.marker.evaluate({"extra": extra}) for extra in extras or ("",))
+        if name in DISTRIBUTIONS and name not in seen and wanted:
             seen.add(name)
             _pa_requirements(session, _wheel(session, name), seen)
     return seen

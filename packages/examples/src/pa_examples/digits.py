@@ -1,12 +1,14 @@
 """Classify scikit-learn's bundled handwritten digits with the default Trainer and callbacks.
 
-The README's main job: 1,797 8x8 images of digits, split into train, eval and test sets, a
-small MLP, AdamW, the default progress and metric callbacks, and the test accuracy at the end.
-No download: the data ships with scikit-learn.
+The README's main job. 1,797 images of 8x8 pixels ship with scikit-learn (no download); they
+are split into train, eval and test sets, a small MLP is trained with AdamW while the default
+callbacks print progress and the losses of every epoch, and the test accuracy is printed at the
+end: about 0.98 after 30 epochs, in a few seconds on two CPU cores.
 
-    pa-examples run digits            # about 20 s on 2 CPU cores, >= 0.95 test accuracy
-    pa-examples run digits --fast     # a few epochs, for tests
-    torchrun --nproc_per_node 2 -m pa_examples.digits
+    pa-examples run digits                  # or: python -m pa_examples.digits
+    pa-examples run digits --fast           # 3 epochs, for a quick check
+    torchrun --nproc_per_node 2 -m pa_examples.digits     # the same script on two processes
+    pa-examples run digits --dataset mnist --data-dir data   # MNIST instead (needs torchvision, downloads)
 """
 
 from __future__ import annotations
@@ -19,74 +21,68 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from pa_core import Trainer
+from pa_examples.common import accuracy, digits_datasets, leave_process_group, mlp, standardise
+
+__all__ = ["load_mnist", "main"]
 
 
-def load_digits_splits(seed: int = 0) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
-    """Standardised train (70%), eval (15%) and test (15%) sets of scikit-learn's digits."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    x = torch.tensor(digits.data, dtype=torch.float32)
-    y = torch.tensor(digits.target, dtype=torch.long)
-    x_train, x_rest, y_train, y_rest = train_test_split(x, y, test_size=0.3, random_state=seed, stratify=y)
-    x_eval, x_test, y_eval, y_test = train_test_split(x_rest, y_rest, test_size=0.5, random_state=seed, stratify=y_rest)
-    # One mean and scale for all pixels, from the training set only (some border pixels are
-    # always 0 in training but not in the other splits, so per-pixel scaling would explode).
-    mean, std = x_train.mean(), x_train.std()
-    scale = lambda t: (t - mean) / std  # noqa: E731
-    return (
-        TensorDataset(scale(x_train), y_train),
-        TensorDataset(scale(x_eval), y_eval),
-        TensorDataset(scale(x_test), y_test),
-    )
-
-
-def make_model() -> nn.Module:
-    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Dropout(0.1), nn.Linear(128, 10))
-
-
-def accuracy(trainer: Trainer, dataset: TensorDataset) -> float:
-    """Test accuracy computed in the trainer's own evaluation loop, correct on any number of processes."""
-    correct = []
-
-    class CountCorrect:
-        from pa_core import hookimpl
-
-        @hookimpl
-        def on_eval_step_end(self, batch, batch_output):
-            correct.append((batch_output["model_outputs"].argmax(dim=-1) == batch[1]).sum())
-
-    trainer.callback_handler.add_callback(CountCorrect())
-    trainer.evaluate(dataset, per_device_batch_size=128)
-    trainer.callback_handler.remove_callback(CountCorrect)
-    local = torch.stack(correct).sum() if correct else torch.zeros((), device=trainer.device, dtype=torch.long)
-    return trainer.gather(local.reshape(1)).sum().item() / len(dataset)
+def load_mnist(data_dir: str) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
+    """MNIST (70,000 images of 28x28 pixels) as flat, standardised vectors: 50,000 to train,
+    10,000 to evaluate after each epoch, and the official 10,000 test images."""
+    try:
+        from torchvision.datasets import MNIST
+    except ImportError:
+        raise SystemExit(
+            "--dataset mnist needs torchvision: pip install torchvision (the same version line as your torch)."
+        ) from None
+    train = MNIST(data_dir, train=True, download=True)
+    test = MNIST(data_dir, train=False, download=True)
+    x, y = train.data.flatten(1).float(), train.targets
+    x_train, x_eval, x_test = standardise(x[:50_000], x[50_000:], test.data.flatten(1).float())
+    return TensorDataset(x_train, y[:50_000]), TensorDataset(x_eval, y[50_000:]), TensorDataset(x_test, test.targets)
 
 
 def main(argv: list[str] | None = None) -> float:
+    """Train, evaluate and print the test accuracy; return it."""
     parser = argparse.ArgumentParser(prog="pa-examples run digits", description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=32, help="per device")
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--fast", action="store_true", help="3 epochs (for tests)")
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs (default: 30)")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size on each process (default: 32)")
+    parser.add_argument("--lr", type=float, default=3e-3, help="AdamW's learning rate (default: 0.003)")
+    parser.add_argument("--dataset", choices=("digits", "mnist"), default="digits", help="default: digits")
+    parser.add_argument("--data-dir", default="data", help="where --dataset mnist is downloaded (default: ./data)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default: 0)")
+    parser.add_argument("--fast", action="store_true", help="train for 3 epochs only (for tests)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    train_set, eval_set, test_set = load_digits_splits()
-    model = make_model()
+
+    torch.manual_seed(args.seed)
+    if args.dataset == "mnist":
+        train_set, eval_set, test_set = load_mnist(args.data_dir)
+        model = mlp(in_features=784, hidden=(256,))
+    else:
+        train_set, eval_set, test_set, _ = digits_datasets()
+        model = mlp(in_features=64, hidden=(128,))
+
+    # The default callbacks (from pa-callbacks) move modules to the device, stop on a NaN loss,
+    # print progress and a progress bar, and log the losses of every epoch.
     trainer = Trainer(
-        model, nn.CrossEntropyLoss(), torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+        model=model,
+        loss_func=nn.CrossEntropyLoss(),
+        optimizer=torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4),
     )
     trainer.train(
-        train_set,
+        train_dataset=train_set,
         eval_dataset=eval_set,
         num_epochs=3 if args.fast else args.epochs,
         per_device_batch_size=args.batch_size,
     )
-    test_accuracy = accuracy(trainer, test_set)
-    trainer.print(f"test accuracy: {test_accuracy:.4f} ({len(test_set)} images, {time.perf_counter() - started:.1f} s)")
-    if torch.distributed.is_initialized():  # on several processes, leave together and cleanly
-        torch.distributed.destroy_process_group()
+
+    # The test loss, through the same evaluation loop, then the accuracy with one forward pass.
+    trainer.evaluate(test_set, per_device_batch_size=128)
+    test_accuracy = accuracy(trainer.model, test_set)
+    elapsed = time.perf_counter() - started
+    trainer.print(f"test accuracy: {test_accuracy:.4f} ({len(test_set)} images, {elapsed:.1f} s)")
+    leave_process_group()
     return test_accuracy
 
 

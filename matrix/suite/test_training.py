@@ -45,6 +45,15 @@ TRAIN = make_classification_dataset(num_samples=96, seed=0)
 EVAL = make_classification_dataset(num_samples=37, seed=1)  # uneven on purpose
 
 
+def test_the_run_spans_every_launched_process(state):
+    # N launched processes must train as one run of N, not as N runs of one (which would pass the rest).
+    trainer = make_trainer()
+    trainer.train(TRAIN, num_epochs=1, per_device_batch_size=4)
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    assert trainer.run_config.num_processes == state.num_processes == launched
+    assert trainer.run_config.is_distributed == (launched > 1)
+
+
 def test_loss_decreases_and_counts_are_right(state):
     recorder = RecordingCallback(events=("on_train_update_end", "on_train_epoch_end", "on_eval_step_end"))
     trainer = make_trainer(recorder)

@@ -2,13 +2,20 @@
 
 import json
 import os
+import subprocess
 
 import pytest
 import torch
 from accelerate import PartialState
 
 from pa_core import Trainer, hookimpl
-from pa_core.testing import make_classification_dataset, make_index_dataset, run_on_processes, tiny_classifier
+from pa_core.testing import (
+    make_classification_dataset,
+    make_index_dataset,
+    run_on_processes,
+    tiny_classifier,
+    torchrun_command,
+)
 
 pytestmark = pytest.mark.multiprocess
 
@@ -145,3 +152,34 @@ def test_cosine_schedule_is_the_same_on_one_and_two_processes(tmp_path):
     assert single[-1] == pytest.approx(0.001, abs=1e-9)  # the minimum is reached at the end of training
     assert min(single[8:-1]) > 0.001  # after warmup the rate decays to the minimum only at the end
     assert max(single) == pytest.approx(0.1, rel=1e-3)  # the peak after one warmup epoch
+
+
+STATE_MADE_FIRST = """
+import json, sys, torch
+from accelerate import PartialState
+from pa_core import Trainer
+from pa_core.testing import make_classification_dataset, tiny_classifier
+
+torch.set_num_threads(1)
+state = PartialState()  # made before the Trainer, as a script or a library may do
+model = tiny_classifier(hidden=8)
+trainer = Trainer(model, torch.nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[])
+trainer.train(make_classification_dataset(num_samples=16, seed=0), num_epochs=1, per_device_batch_size=4)
+if state.is_main_process:
+    json.dump([state.num_processes, trainer.run_config.num_processes, trainer.num_updates], open(sys.argv[1], "w"))
+"""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only case (a GPU makes Accelerate go multi-GPU)")
+def test_a_partial_state_made_before_the_trainer_does_not_make_each_process_train_alone(tmp_path):
+    # Under torchrun on a CPU-only machine, a bare PartialState() counts one process; a Trainer
+    # reusing it would train each process alone on all the data.
+    script, result = tmp_path / "script.py", tmp_path / "result.json"
+    script.write_text(STATE_MADE_FIRST)
+    env = {**os.environ, "TMPDIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        torchrun_command(str(script), str(result)), capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # 16 samples, batch 4 on each of 2 processes: 2 updates per process (4 if each trained alone).
+    assert json.loads(result.read_text()) == [2, 2, 2]

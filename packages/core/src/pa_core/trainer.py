@@ -131,6 +131,7 @@ class Trainer:
         kwargs: dict[str, Any] = {}
         launched_with_deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true", "yes")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _accelerator_device_available():
+            _forget_single_process_state()
             if launched_with_deepspeed:
                 # DeepSpeed runs on the CPU only with cpu=False and an explicit gloo process group
                 # (without one Accelerate finds no backend and counts a single process).
@@ -987,6 +988,20 @@ def _available_callbacks(callbacks: Iterable[Any]) -> list[Any]:
             stacklevel=3,
         )
     return available
+
+
+def _forget_single_process_state() -> None:
+    """Drop an Accelerate state that counts one process while several were launched.
+
+    Under torchrun on a machine without an accelerator, a ``PartialState()`` made before the
+    Trainer (by the user's script, a test fixture or a library) counts one process, and every
+    later Accelerator would silently reuse it: each process would train alone on all the data.
+    Dropping it is safe: the state made next reuses the process group it may have started.
+    """
+    from accelerate.state import AcceleratorState, PartialState
+
+    if PartialState._shared_state.get("num_processes") == 1:
+        AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def _accelerator_device_available() -> bool:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 from torch import nn
 
+from pa_core import Trainer, hookimpl
 from pa_core.finetuning import Layer, LayerGroup, ModelFreezer
+from pa_core.testing import make_classification_dataset
 
 
 class Scaled(nn.Module):
@@ -190,3 +195,30 @@ def test_out_of_range_index_is_an_error():
         freezer.freeze(0, 4)
     with pytest.raises(IndexError, match="from -4 to 3"):
         freezer.unfreeze(-5)
+
+
+def test_modules_frozen_as_eval_stay_in_eval_through_training_until_unfrozen():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 2))
+    freezer = ModelFreezer(model)
+    freezer.freeze(0, 1, set_modules_as_eval=True)
+    modes = []
+
+    class RecordModes:
+        @hookimpl
+        def on_train_step_start(self, trainer):
+            modes.append([module.training for module in trainer.model])
+
+    optimizer = torch.optim.SGD(freezer.get_trainable_parameters(), lr=0.1)
+    trainer = Trainer(model, nn.CrossEntropyLoss(), optimizer, callbacks=[RecordModes()])
+    data = make_classification_dataset(num_samples=16, seed=0)
+    trainer.train(data, num_epochs=2, per_device_batch_size=8)  # model.train() at each epoch's start
+    assert modes == [[False, False, True]] * 4
+    copy.deepcopy(model).train()  # a copy (e.g. ModelEma's) keeps the behaviour, and pickles
+    assert not pickle.loads(pickle.dumps(model))[0].train().training
+
+    for params in freezer.unfreeze(0, 1).values():
+        optimizer.add_param_group(params)
+    modes.clear()
+    trainer.train(data, num_epochs=1, per_device_batch_size=8)
+    assert modes == [[True, True, True]] * 2

@@ -26,6 +26,7 @@ Typical gradual unfreezing::
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -128,7 +129,9 @@ class ModelFreezer:
         :param from_index: the first group to freeze; negative counts from the end.
         :param to_index: the last group to freeze; negative counts from the end.
         :param set_modules_as_eval: also put the frozen modules in eval mode, so dropout stops
-            and (frozen) batch norms stop updating their running statistics.
+            and (frozen) batch norms stop updating their running statistics. They stay in eval
+            mode when ``model.train()`` is called (the Trainer calls it at every epoch's start)
+            until ``unfreeze(..., set_modules_as_training=True)``.
         :raises IndexError: when an index is outside the model's groups.
         """
         self._set_state(from_index, to_index, trainable=False, set_mode=set_modules_as_eval)
@@ -161,8 +164,13 @@ class ModelFreezer:
                     if param.requires_grad != trainable:
                         param.requires_grad = trainable
                         changed[group_idx].append(param)
-                if set_mode:
-                    module.training = trainable
+                if set_mode and trainable:
+                    module.__dict__.pop("train", None)  # train() is nn.Module's again
+                    module.training = True
+                elif set_mode:
+                    # The Trainer calls model.train() at every epoch's start: keep this module out of it.
+                    module.train = functools.partial(_train_kept_in_eval, module)
+                    module.training = False
         return {group_idx: {"params": params} for group_idx, params in changed.items()} if trainable else {}
 
     def _convert_idx(self, index: int) -> int:
@@ -172,3 +180,9 @@ class ModelFreezer:
                 f"so indexes from {-self.num_groups} to {self.num_groups - 1} are accepted"
             )
         return index % self.num_groups
+
+
+def _train_kept_in_eval(module: nn.Module, mode: bool = True) -> nn.Module:
+    """``train()`` of a module frozen with ``set_modules_as_eval=True``: it stays in eval mode,
+    whatever the mode asked, until ``unfreeze(..., set_modules_as_training=True)``."""
+    return nn.Module.train(module, False)

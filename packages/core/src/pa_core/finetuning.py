@@ -169,7 +169,7 @@ class ModelFreezer:
                     module.training = True
                 elif set_mode:
                     # The Trainer calls model.train() at every epoch's start: keep this module out of it.
-                    module.train = functools.partial(_train_kept_in_eval, module)
+                    module.train = functools.partial(_train_kept_in_eval, module)  # type: ignore[method-assign]
                     module.training = False
         return {group_idx: {"params": params} for group_idx, params in changed.items()} if trainable else {}
 

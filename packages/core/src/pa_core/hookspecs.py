@@ -33,7 +33,10 @@ if TYPE_CHECKING:
     from pa_core.trainer import Trainer
 
 PROJECT_NAME = "pa"
+#: Marks a function as a hook specification; every pa hook below is declared with it.
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+#: Marks a callback or plugin method as the implementation of the hook it is named after
+#: (``@hookimpl``, or ``@hookimpl(tryfirst=True)`` to run before the other callbacks).
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 # ---------------------------------------------------------------------------

@@ -86,10 +86,10 @@ class TrainerPlaceholderValues(_Arithmetic, Enum):
         """The placeholder's value for ``trainer``."""
         path = self.value
         if path.startswith("len:"):
-            obj = getattr(trainer, path[4:], None)
-            if obj is None:
+            loader = getattr(trainer, path[4:], None)
+            if loader is None:
                 raise ValueError(f"{self.name} is only known when the trainer has that data loader.")
-            return len(obj)
+            return len(loader)
         obj: Any = trainer
         for attribute in path.split("."):
             obj = getattr(obj, attribute)

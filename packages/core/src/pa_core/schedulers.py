@@ -95,7 +95,7 @@ class SchedulerBase(ABC):
     def _update_param_groups(self, values: float | Sequence[float]) -> None:
         groups = self.optimizer.param_groups
         if not isinstance(values, (list, tuple)):
-            values = [values] * len(groups)
+            values = [values] * len(groups)  # type: ignore[list-item]  # a single number here
         if len(values) != len(groups):
             raise ValueError(
                 f"get_updated_values returned {len(values)} values for {len(groups)} parameter groups; "
@@ -243,8 +243,10 @@ class CosineLrScheduler(StatefulSchedulerBase):
     @classmethod
     def create_scheduler_fn(
         cls,
-        total_num_epochs: int = TrainerPlaceholderValues.NUM_EPOCHS,
-        num_update_steps_per_epoch: int = TrainerPlaceholderValues.NUM_UPDATE_STEPS_PER_EPOCH,
+        total_num_epochs: int | TrainerPlaceholderValues = TrainerPlaceholderValues.NUM_EPOCHS,
+        num_update_steps_per_epoch: int | TrainerPlaceholderValues = (
+            TrainerPlaceholderValues.NUM_UPDATE_STEPS_PER_EPOCH
+        ),
         k_decay: float = 1.0,
         lr_min: float = 1e-6,
         min_lr_ratio: float | None = None,
@@ -262,10 +264,11 @@ class CosineLrScheduler(StatefulSchedulerBase):
 
             trainer.train(..., create_scheduler_fn=CosineLrScheduler.create_scheduler_fn(num_warmup_epochs=1))
         """
+        # The placeholders are replaced with numbers by the Trainer before the partial is called.
         return partial(
             cls,
-            total_num_epochs=total_num_epochs,
-            num_update_steps_per_epoch=num_update_steps_per_epoch,
+            total_num_epochs=total_num_epochs,  # type: ignore[arg-type]
+            num_update_steps_per_epoch=num_update_steps_per_epoch,  # type: ignore[arg-type]
             k_decay=k_decay,
             lr_min=lr_min,
             min_lr_ratio=min_lr_ratio,
@@ -425,14 +428,14 @@ class WSDLrScheduler(StatefulSchedulerBase):
                 f"warmup_starting_lr={warmup_starting_lr!r} is not accepted; expected a number between 0 and "
                 f"the largest base learning rate, {max(self.base_lr_values)!r}"
             )
-        self.total_steps = total_steps
-        self.num_warmup_steps = num_warmup_steps
-        self.decay_phase_ratio = decay_phase_ratio
-        self.lr_min = lr_min
-        self.warmup_starting_lr = warmup_starting_lr
-        self.use_inverse_sqrt_decay = use_inverse_sqrt_decay
-        self.num_checkpoints = num_checkpoints
-        self.is_continuation_from_checkpoint = is_continuation_from_checkpoint
+        self.total_steps: int = total_steps
+        self.num_warmup_steps: int = num_warmup_steps
+        self.decay_phase_ratio: float = decay_phase_ratio
+        self.lr_min: float = lr_min
+        self.warmup_starting_lr: float = warmup_starting_lr
+        self.use_inverse_sqrt_decay: bool = use_inverse_sqrt_decay
+        self.num_checkpoints: int = num_checkpoints
+        self.is_continuation_from_checkpoint: bool = is_continuation_from_checkpoint
         self._set_checkpoints()
         first_decay = self.checkpoint_decay_info[0]["pre_decay_step"]
         if not is_continuation_from_checkpoint and num_warmup_steps > first_decay:
@@ -545,8 +548,10 @@ class WSDLrScheduler(StatefulSchedulerBase):
     @classmethod
     def create_scheduler_fn(
         cls,
-        total_num_epochs: int = TrainerPlaceholderValues.NUM_EPOCHS,
-        num_update_steps_per_epoch: int = TrainerPlaceholderValues.NUM_UPDATE_STEPS_PER_EPOCH,
+        total_num_epochs: int | TrainerPlaceholderValues = TrainerPlaceholderValues.NUM_EPOCHS,
+        num_update_steps_per_epoch: int | TrainerPlaceholderValues = (
+            TrainerPlaceholderValues.NUM_UPDATE_STEPS_PER_EPOCH
+        ),
         num_warmup_epochs: float | None = None,
         decay_phase_ratio: float = 0.1,
         lr_min: float = 1e-6,
@@ -567,11 +572,12 @@ class WSDLrScheduler(StatefulSchedulerBase):
         num_warmup_steps = None
         if num_warmup_epochs is not None:
             num_warmup_steps = num_update_steps_per_epoch * num_warmup_epochs
+        # The placeholders are replaced with numbers by the Trainer before the partial is called.
         return partial(
             cls,
-            num_epochs=total_num_epochs,
-            num_update_steps_per_epoch=num_update_steps_per_epoch,
-            num_warmup_steps=num_warmup_steps,
+            num_epochs=total_num_epochs,  # type: ignore[arg-type]
+            num_update_steps_per_epoch=num_update_steps_per_epoch,  # type: ignore[arg-type]
+            num_warmup_steps=num_warmup_steps,  # type: ignore[arg-type]
             decay_phase_ratio=decay_phase_ratio,
             lr_min=lr_min,
             warmup_starting_lr=warmup_starting_lr,

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent / "matrix"))
 from rows import ROWS, missing_hardware  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tools import nox_packaging  # noqa: E402
+from tools import nox_bench, nox_docs, nox_packaging  # noqa: E402
 
 ROOT = Path(__file__).parent
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
@@ -32,6 +32,8 @@ EXAMPLES = "./packages/examples"
 FIXTURES = ("./tests/fixtures/pa-fixture-plugin", "./tests/fixtures/pa-fixture-rival")
 
 nox.options.sessions = [
+    "lint",
+    "docs",
     "core",
     "callbacks",
     "wandb",
@@ -45,6 +47,7 @@ nox.options.sessions = [
     "cpu-bf16",
     "cpu-2proc",
     "cpu-2node",
+    "deepspeed-cpu",
 ]
 nox.options.reuse_existing_virtualenvs = True
 
@@ -98,7 +101,7 @@ def deepspeed(session: nox.Session) -> None:
 @nox.session
 def examples(session: nox.Session) -> None:
     """pa-examples with what it depends on."""
-    _install(session, CORE, CALLBACKS, WANDB, TORCHMETRICS, EXAMPLES)
+    _install(session, CORE, CALLBACKS, WANDB, TORCHMETRICS, EXAMPLES, "hatchling")
     _pytest(session, "packages/examples/tests")
 
 
@@ -168,3 +171,31 @@ def wheels(session: nox.Session, dist: str) -> None:
 def lowest(session: nox.Session) -> None:
     """pa-core's tests with the oldest accelerate and pluggy it allows (torch stays at constraints.txt)."""
     nox_packaging.lowest(session)
+
+
+# ----------------------------------------------------------------------------------------
+# Benchmarks (tools/nox_bench.py, benchmarks/README.md)
+# ----------------------------------------------------------------------------------------
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """pa against plain PyTorch, Accelerate, pytorch-accelerated and Lightning (`nox -s bench -- --quick`)."""
+    nox_bench.bench(session)
+
+
+# ----------------------------------------------------------------------------------------
+# Documentation and static checks (tools/nox_docs.py, docs/README.md)
+# ----------------------------------------------------------------------------------------
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, built in strict mode into site/ (a public name without a docstring fails it)."""
+    nox_docs.docs(session)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the repository; mypy over pa-core."""
+    nox_docs.lint(session)

@@ -280,6 +280,40 @@ def test_exception_hook_fires_and_the_error_propagates(make_trainer, train_data)
     assert any("Boom" in note and "on_train_epoch_end" in note for note in getattr(info.value, "__notes__", []))
 
 
+def test_tryfirst_trylast_and_wrappers_are_honoured(make_trainer, train_data):
+    calls = []
+
+    class Last:
+        @hookimpl(trylast=True)
+        def on_train_epoch_start(self, trainer):
+            calls.append("last")
+
+    class Plain:
+        @hookimpl
+        def on_train_epoch_start(self, trainer):
+            calls.append("plain")
+
+    class First(TrainerCallback):
+        @hookimpl(tryfirst=True)
+        def on_train_epoch_start(self, trainer, **kwargs):
+            calls.append("first")
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def on_train_epoch_end(self, trainer):
+            calls.append("before")
+            yield
+            calls.append("after")
+
+    class Inner:
+        @hookimpl
+        def on_train_epoch_end(self, trainer):
+            calls.append("inner")
+
+    make_trainer(callbacks=[Last(), Plain(), First(), Wrapper(), Inner()]).train(train_data, num_epochs=1)
+    assert calls == ["first", "plain", "last", "before", "inner", "after"]
+
+
 def test_callbacks_run_in_the_order_given_in_both_styles(make_trainer, train_data):
     calls = []
 

@@ -12,10 +12,18 @@ calls it directly when that is provably equivalent:
 
 Everything else goes through Accelerate unchanged. The Trainer only steps at the end of an
 accumulation window, where Accelerate's own ``sync_gradients`` check would pass.
+
+``AcceleratedOptimizer.zero_grad`` likewise calls ``inspect.signature(optimizer.zero_grad)`` on
+every call, to learn whether the wrapped optimizer accepts ``set_to_none`` (about 35 Python
+calls, 10-30 us per step on a small CPU machine). The answer cannot change during a run, so pa
+asks once and then calls the wrapped optimizer's ``zero_grad`` as Accelerate would, unless a
+subclass of ``AcceleratedOptimizer`` (DeepSpeed's, Megatron-LM's) overrides ``zero_grad``.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -45,3 +53,16 @@ def optimizer_step_function(optimizer: Any) -> Callable[[], Any]:
         return result
 
     return step
+
+
+def optimizer_zero_grad_function(optimizer: Any) -> Callable[[], Any]:
+    """The cheapest function that performs ``optimizer.zero_grad()`` with Accelerate's semantics."""
+    if (
+        not isinstance(optimizer, AcceleratedOptimizer)
+        or type(optimizer).zero_grad is not AcceleratedOptimizer.zero_grad
+    ):
+        return optimizer.zero_grad
+    inner = optimizer.optimizer
+    if "set_to_none" in inspect.signature(inner.zero_grad).parameters:
+        return functools.partial(inner.zero_grad, set_to_none=True)  # Accelerate's default for such optimizers
+    return inner.zero_grad

@@ -144,7 +144,8 @@ class CallbackHandler:
         self._pm.add_hookspecs(hookspecs)
         self._callbacks: list[Any] = []
         self._origins: dict[int, str] = {}
-        self._callers: dict[str, pluggy.HookCaller | None] = {}
+        # Per hook: None (no implementation), a list of direct calls, or pluggy's caller.
+        self._callers: dict[str, Any] = {}
         self.add_callbacks(callbacks)
 
     # -- managing callbacks -------------------------------------------------------------
@@ -216,7 +217,15 @@ class CallbackHandler:
         self._callers = {}
         for name in hookspecs.HOOK_NAMES:
             caller = getattr(self._pm.hook, name)
-            self._callers[name] = caller if caller.get_hookimpls() else None
+            impls = caller.get_hookimpls()
+            if not impls:
+                self._callers[name] = None
+            elif any(impl.hookwrapper or impl.wrapper for impl in impls):
+                self._callers[name] = caller  # wrappers need pluggy's machinery
+            else:
+                # The same calls in the same order as pluggy's (it calls the last implementation
+                # first), without its dispatch on every step.
+                self._callers[name] = [_direct_call(impl, name) for impl in reversed(impls)]
 
     def _check_hook_names(self, callback: Any) -> None:
         for name in _hook_like_names(callback):
@@ -256,6 +265,25 @@ class CallbackHandler:
             return
         if caller is _CUSTOM:
             self._call_custom_event(event, trainer, kwargs)
+            return
+        if isinstance(caller, list):
+            for callback, method, argnames in caller:
+                try:
+                    if argnames is _UPSTREAM:  # everything by keyword, the trainer first
+                        method(trainer, **kwargs)
+                    elif argnames is _ALL:
+                        method(trainer=trainer, **kwargs)
+                    elif argnames is _TRAINER_ONLY:
+                        method(trainer)
+                    elif not argnames:
+                        method()
+                    else:
+                        method(*[trainer if name == "trainer" else kwargs[name] for name in argnames])
+                except StopTrainingError:
+                    raise
+                except Exception as exc:
+                    self._annotate(exc, event, callback)
+                    raise
             return
         try:
             caller(trainer=trainer, **kwargs)
@@ -326,3 +354,22 @@ class CallbackHandler:
 
 
 _CUSTOM: Any = object()
+
+
+def _direct_call(impl: Any, hook_name: str) -> tuple[Any, Any, Any]:
+    """(callback, function, how to pass the arguments) for a hook implementation that pluggy
+    would call plainly: ``_UPSTREAM``, ``_ALL``, ``_TRAINER_ONLY`` or the argument names."""
+    plugin = impl.plugin
+    if isinstance(plugin, _UpstreamCallbackPlugin):
+        return plugin.callback, getattr(plugin.callback, hook_name), _UPSTREAM
+    argnames = tuple(impl.argnames)
+    # Names pluggy read through ``__wrapped__`` may not be the function's own: pass those by position.
+    takes_keywords = not hasattr(impl.function, "__wrapped__")
+    if takes_keywords and set(argnames) == set(inspect.signature(getattr(hookspecs, hook_name)).parameters):
+        return plugin, impl.function, _ALL
+    return plugin, impl.function, _TRAINER_ONLY if argnames == ("trainer",) else argnames
+
+
+_UPSTREAM: Any = object()
+_ALL: Any = object()
+_TRAINER_ONLY: Any = object()

@@ -25,7 +25,7 @@ from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from pa_core import _plugins
-from pa_core._accelerate_shims import optimizer_step_function
+from pa_core._accelerate_shims import optimizer_step_function, optimizer_zero_grad_function
 from pa_core._preemption import SignalWatcher, TrainingPreempted
 from pa_core._serialization import atomic_save, replace_directory, safe_load, verify_training_state_files
 from pa_core.callbacks import CallbackHandler, StopTrainingError
@@ -342,6 +342,7 @@ class Trainer:
         )
         self._wrapped_model = self.model
         self._step_optimizer = optimizer_step_function(self.optimizer)
+        self._zero_grad = optimizer_zero_grad_function(self.optimizer)
         if self._eval_dataloader is not None:
             self._eval_dataloader = self._prepare_eval_dataloader(self._eval_dataloader)
         limit = _limit_batches_from_env() or self._limit_batches_at_init
@@ -690,8 +691,9 @@ class Trainer:
         self.scheduler.step()
 
     def optimizer_zero_grad(self) -> None:
-        """Reset the gradients."""
-        self.optimizer.zero_grad()
+        """Reset the gradients (``self.optimizer.zero_grad()``, minus Accelerate's per-step
+        signature inspection; see ``pa_core._accelerate_shims``)."""
+        self._zero_grad()
 
     def train_epoch_end(self) -> None:
         """Called after each training epoch, before ``train_loss_epoch`` is recorded."""

@@ -1,13 +1,14 @@
 """pa_core._accelerate_shims: the shortcuts around Accelerate's per-step overhead do what Accelerate would."""
 
 import inspect
+import warnings
 
 import pytest
 import torch
 from accelerate import Accelerator
 from accelerate.optimizer import AcceleratedOptimizer
 
-from pa_core._accelerate_shims import optimizer_zero_grad_function
+from pa_core._accelerate_shims import optimizer_step_function, optimizer_zero_grad_function
 
 
 def prepared_sgd():
@@ -54,3 +55,19 @@ def test_zero_grad_is_left_alone_where_it_means_something_else(wrapped):
 
     optimizer = EngineOwnsGradients(prepared.optimizer, device_placement=False) if wrapped else prepared.optimizer
     assert optimizer_zero_grad_function(optimizer) == optimizer.zero_grad
+
+
+def test_a_scheduler_made_after_the_step_function_sees_the_optimizer_step():
+    # The step function is made when the run is prepared, the scheduler after: torch's scheduler
+    # wraps optimizer.step then, and warns "lr_scheduler.step() before optimizer.step()" if its
+    # wrapper is bypassed.
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    step = optimizer_step_function(optimizer)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    model(torch.ones(1, 2)).sum().backward()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == 0.05

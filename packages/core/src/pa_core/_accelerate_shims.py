@@ -33,8 +33,14 @@ from accelerate.utils import DistributedType
 
 def optimizer_step_function(optimizer: Any) -> Callable[[], Any]:
     """The cheapest function that performs ``optimizer.step()`` with Accelerate's semantics."""
+
+    def late_bound_step() -> Any:
+        # Looked up at each call: an LR scheduler created after this function replaces
+        # ``optimizer.step`` with a wrapper that records the step (else it warns it ran first).
+        return optimizer.step()
+
     if not isinstance(optimizer, AcceleratedOptimizer):
-        return optimizer.step
+        return late_bound_step
     inner = optimizer.optimizer
     if (
         optimizer.scaler is not None
@@ -42,7 +48,7 @@ def optimizer_step_function(optimizer: Any) -> Callable[[], Any]:
         or optimizer.accelerator_state.distributed_type in (DistributedType.XLA, DistributedType.DEEPSPEED)
         or type(inner).__module__.split(".")[0] == "lomo_optim"
     ):
-        return optimizer.step
+        return late_bound_step
     inner_step = inner.step
 
     def step() -> Any:

@@ -46,6 +46,7 @@ nox.options.sessions = [
     "cpu",
     "cpu-bf16",
     "cpu-2proc",
+    "cpu-notebook",
     "cpu-2node",
     "deepspeed-cpu",
 ]

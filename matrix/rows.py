@@ -30,6 +30,12 @@ ROWS: dict[str, Row] = {
         Row("cpu-bf16", "accelerate", ("cpu-bf16.yaml",), description="one CPU process, bf16 autocast"),
         Row("cpu-2proc", "torchrun", ("cpu-2proc.yaml",), description="two CPU processes over gloo, via torchrun"),
         Row(
+            "cpu-notebook",
+            "notebook",
+            ("cpu-notebook.yaml",),
+            description="two CPU processes started from Python with accelerate.notebook_launcher",
+        ),
+        Row(
             "cpu-2node",
             "two-node",
             ("cpu-2node.yaml",),

@@ -84,14 +84,17 @@ def launch(row: Row, suite: Path, extra: list[str], work: Path) -> int:
         statuses = [p.wait(timeout=max(deadline - time.monotonic(), 1)) for p in processes]
         return next((s for s in statuses if s), 0)
     if row.launcher == "notebook":
+        # Every GPU where there are GPUs, else the config file's number of (CPU) processes.
+        configured = int(re.search(r"num_processes:\s*(\d+)", (CONFIGS / row.configs[0]).read_text()).group(1))
         code = (
             "import sys, pytest\n"
             "from accelerate import notebook_launcher\n"
             "def run():\n"
             f"    assert pytest.main({_pytest_args(suite, extra)[2:]!r}) == 0\n"
             "import torch\n"
-            "notebook_launcher(run, num_processes=torch.cuda.device_count())\n"
+            f"notebook_launcher(run, num_processes=torch.cuda.device_count() or {configured})\n"
         )
+        env["OMP_NUM_THREADS"] = "1"  # the processes are forked: OpenMP threads would not survive it
         return subprocess.run([sys.executable, "-c", code], env=env, timeout=TIMEOUT_S).returncode
     raise ValueError(f"unknown launcher {row.launcher!r}")
 

@@ -34,13 +34,18 @@ def _accelerate(config: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / config), *args]
 
 
+def _config_int(config: str, key: str) -> int:
+    """A whole-number setting of an Accelerate config file in matrix/configs."""
+    return int(re.search(rf"^\s*{key}:\s*(\d+)", (CONFIGS / config).read_text(), re.M).group(1))
+
+
 def launch(row: Row, suite: Path, extra: list[str], work: Path) -> int:
     env = {**os.environ, "PA_MATRIX_DIR": str(work), "TMPDIR": str(work)}
     if row.launcher == "torchrun-deepspeed":
         # Two processes under torchrun, made DeepSpeed runs by pa-deepspeed's callback with the
         # ZeRO stage of each config file (the callback sizes the engine from train()'s arguments).
         for config in row.configs:
-            stage = re.search(r"zero_stage:\s*(\d)", (CONFIGS / config).read_text()).group(1)
+            stage = str(_config_int(config, "zero_stage"))
             command = torchrun_command(*_pytest_args(suite, extra))
             run_env = {
                 **env,
@@ -85,7 +90,7 @@ def launch(row: Row, suite: Path, extra: list[str], work: Path) -> int:
         return next((s for s in statuses if s), 0)
     if row.launcher == "notebook":
         # Every GPU where there are GPUs, else the config file's number of (CPU) processes.
-        configured = int(re.search(r"num_processes:\s*(\d+)", (CONFIGS / row.configs[0]).read_text()).group(1))
+        configured = _config_int(row.configs[0], "num_processes")
         code = (
             "import sys, pytest\n"
             "from accelerate import notebook_launcher\n"

@@ -41,7 +41,7 @@ DISTRIBUTIONS = {
 }
 # Extras of a distribution that its tests use (as in its noxfile.py session), and what else its tests need
 # besides pytest, numpy and what the distribution declares.
-WHEEL_EXTRAS = {"pa-callbacks": "[plot]", "pa-examples": "[metrics,wandb]"}
+WHEEL_EXTRAS = {"pa-callbacks": ("plot",), "pa-examples": ("metrics", "wandb")}
 TEST_EXTRAS = {"pa-wandb": ("psutil",), "pa-examples": ("hatchling",)}
 TEST_ENV = {"pa-deepspeed": {"DS_BUILD_OPS": "0"}}
 # torch from the package index is a CUDA build of several GB: the lowest session keeps the CPU build of
@@ -68,8 +68,8 @@ def wheels(session, dist: str) -> None:
     if not any(tests.glob("test_*.py")):
         session.error(f"{dist} has no tests in {tests.relative_to(ROOT)}")
     wheel = _wheel(session, dist)
-    extras = WHEEL_EXTRAS.get(dist, "")
-    requested = tuple(extras.strip("[]").split(",")) if extras else ()
+    requested = WHEEL_EXTRAS.get(dist, ())
+    extras = f"[{','.join(requested)}]" if requested else ""
     pa_wheels = [_wheel(session, name) for name in sorted(_pa_requirements(session, wheel, extras=requested))]
 
     # A reused environment may hold the same pa version built from older sources: pip would keep it.

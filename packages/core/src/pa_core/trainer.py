@@ -131,7 +131,6 @@ class Trainer:
         kwargs: dict[str, Any] = {}
         launched_with_deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true", "yes")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _accelerator_device_available():
-            _forget_single_process_state()
             if launched_with_deepspeed:
                 # DeepSpeed runs on the CPU only with cpu=False and an explicit gloo process group
                 # (without one Accelerate finds no backend and counts a single process).
@@ -146,6 +145,8 @@ class Trainer:
         return kwargs
 
     def _new_accelerator(self) -> Accelerator:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            _forget_single_process_state()
         accelerator = self._create_accelerator()
         # Shuffling from (seed, epoch) makes the data order reproducible, so a resumed run
         # sees the same batches as an uninterrupted one.

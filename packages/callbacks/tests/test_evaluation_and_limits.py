@@ -38,7 +38,7 @@ class EvalLog:
                 "after_batches": self._batches,
                 "intermediate": is_intermediate,
                 "steps": 0,
-                "length": len(trainer._eval_dataloader),
+                "length": len(trainer.eval_dataloader),
             }
         )
 
@@ -106,7 +106,7 @@ def test_limit_eval_steps_limits_intermediate_evaluations_only(make_trainer, tra
 
     assert [(e["intermediate"], e["steps"], e["length"]) for e in log.evals] == [(True, 2, 2), (False, 5, 5)] * 2
     assert "Limiting evaluation to 2 steps per process" in capsys.readouterr().out
-    assert not isinstance(trainer._eval_dataloader, _AdjustableLimit)  # unwrapped after the run
+    assert not isinstance(trainer.eval_dataloader, _AdjustableLimit)  # unwrapped after the run
     assert trainer.run_history.get_metric_values("eval_loss_epoch")  # each epoch's evaluation saw all samples
 
 

@@ -6,7 +6,7 @@ import torch
 from pa_callbacks import SaveTrainingStateCallback, WSDCheckpointCallback
 from pa_core import hookimpl
 from pa_core.schedulers import CosineLrScheduler, WSDLrScheduler
-from pa_core.trainer import TRAINER_STATE_FILE
+from pa_core.training_state import TRAINER_STATE_FILE
 
 
 def state_metadata(folder):

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from pa_core import Trainer, UnsafeCheckpointError
-from pa_core._serialization import safe_load, verify_training_state_files
+from pa_core._serialization import safe_load
 from pa_core.testing import make_classification_dataset, tiny_classifier, torchrun_command
-from pa_core.trainer import TRAINER_STATE_FILE, _check_training_state_dir
+from pa_core.training_state import TRAINER_STATE_FILE, find_training_state, verify_training_state_files
 
 SCRIPT = Path(__file__).parent / "scripts" / "preemptible.py"
 
@@ -42,7 +42,7 @@ def _save_forever(directory: Path) -> None:
 def _assert_complete(directory: Path) -> None:
     checkpoint = safe_load(directory / "checkpoint.pt")
     assert set(checkpoint) == {"model_state_dict", "optimizer_state_dict", "iteration"}
-    state_dir = _check_training_state_dir("state", directory / "state")
+    state_dir = find_training_state(directory / "state")
     verify_training_state_files(state_dir)
     names = set(os.listdir(state_dir))
     assert {TRAINER_STATE_FILE, "model.safetensors", "optimizer.bin", "random_states_0.pkl"} <= names

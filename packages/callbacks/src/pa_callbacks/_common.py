@@ -23,17 +23,17 @@ def check_positive_int(owner: str, name: str, value: Any, allow_none: bool = Fal
 
 def is_local_main_process(trainer: Trainer) -> bool:
     """True on the main process of this machine (where ``trainer.print`` prints)."""
-    return trainer._accelerator.is_local_main_process
+    return trainer.is_local_process_zero
 
 
 def is_world_main_process(trainer: Trainer) -> bool:
     """True on the main process of the whole run."""
-    return trainer._accelerator.is_main_process
+    return trainer.is_world_process_zero
 
 
 def updates_done(trainer: Trainer) -> int:
     """Optimizer updates done so far in the current training run (restored on resume)."""
-    return trainer._position.num_updates
+    return trainer.run_state.num_updates
 
 
 def as_number(value: Any) -> Any:

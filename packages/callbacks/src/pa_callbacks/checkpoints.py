@@ -301,7 +301,8 @@ class WSDCheckpointCallback(TrainerCallback):
             )
         trainer.print(f"\nLoading checkpoint from {os.fspath(path)}")
         if path.is_dir():
-            info = _load_state_for_new_run(trainer, path)
+            # Model, optimizer, scheduler and random states; the new run starts at epoch 1.
+            info = dict(trainer.load_training_state(path, restore_position=False).get("checkpoint_kwargs") or {})
             default_type = "wsd_pre_decay"
         else:
             info = trainer.load_checkpoint(path)
@@ -325,18 +326,3 @@ class WSDCheckpointCallback(TrainerCallback):
         if step == phase["period_end"]:
             self._save_post_decay(trainer, step)
             self.last_checkpoint_step = step
-
-
-def _load_state_for_new_run(trainer: Trainer, state_dir: Path) -> dict[str, Any]:
-    """Load the model, optimizer, random states and scheduler of a saved training state without
-    its position in the run (epoch, step, history), which a new run starts afresh; return the
-    ``checkpoint_kwargs`` it was saved with."""
-    from pa_core._serialization import safe_load, verify_training_state_files
-    from pa_core.trainer import TRAINER_STATE_FILE
-
-    verify_training_state_files(state_dir)
-    trainer._accelerator.load_state(os.fspath(state_dir))
-    metadata = safe_load(state_dir / TRAINER_STATE_FILE)
-    if metadata.get("scheduler") is not None:
-        trainer.scheduler.load_state_dict(metadata["scheduler"])
-    return dict(metadata.get("checkpoint_kwargs") or {})

@@ -4,15 +4,14 @@ each epoch, and saved when it is the best so far."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from pa_callbacks._common import check_positive_int
 from pa_callbacks.checkpoints import SaveBestModelCallback
-from pa_core import CallbackHandler
+from pa_core import CallbackHandler, TrainerCallback
 from pa_core.utils import ModelEma
 
 if TYPE_CHECKING:
@@ -21,17 +20,18 @@ if TYPE_CHECKING:
 __all__ = ["ModelEmaCallback"]
 
 
-class ModelEmaCallback(SaveBestModelCallback):
+class ModelEmaCallback(TrainerCallback):
     """Keeps an exponential moving average of the model's weights (:class:`pa_core.utils.ModelEma`)
     and saves it.
 
     The average starts from the model at the start of training and is updated once per epoch
     (as in pytorch-accelerated) or, with ``update_every_n_steps``, after every that many
     optimizer updates. With ``evaluate_during_training``, after each epoch's evaluation the
-    averaged model is evaluated too, recording ``ema_model_eval_loss_epoch`` (and any metric the
-    given ``callbacks`` record, prefixed with ``ema_model_``), and saved to ``save_path`` whenever
-    ``watch_metric`` improves; otherwise it is saved at the end of every epoch. The trainer's own
-    model is never replaced by the average.
+    averaged model is evaluated too (``trainer.run_eval_epoch``), recording
+    ``ema_model_eval_loss_epoch`` (and any metric the given ``callbacks`` record, prefixed with
+    ``ema_model_``), and saved to ``save_path`` whenever ``watch_metric`` improves (by a
+    :class:`~pa_callbacks.SaveBestModelCallback` it holds); otherwise it is saved at the end of
+    every epoch. The trainer's own model is never replaced by the average.
 
     The averaged weights, the best value and its epoch are part of the training state, so a run
     resumed with ``train(resume_from=...)`` continues the same average.
@@ -62,7 +62,16 @@ class ModelEmaCallback(SaveBestModelCallback):
         callbacks: Iterable[Any] = (),
         update_every_n_steps: int | None = None,
     ) -> None:
-        super().__init__(
+        check_positive_int(type(self).__name__, "update_every_n_steps", update_every_n_steps, allow_none=True)
+        if not (isinstance(decay, (int, float)) and not isinstance(decay, bool) and 0 <= decay <= 1):
+            raise ValueError(f"ModelEmaCallback(decay={decay!r}) is not accepted; decay must be a number in [0, 1].")
+        self.decay = decay
+        self.evaluate_during_training = evaluate_during_training
+        self.save_path = save_path
+        self.model_ema_cls = model_ema
+        self.callback_handler = CallbackHandler(callbacks)
+        self.update_every_n_steps = update_every_n_steps
+        self.best_model_saver = SaveBestModelCallback(
             save_path=save_path,
             watch_metric=watch_metric,
             greater_is_better=greater_is_better,
@@ -71,38 +80,40 @@ class ModelEmaCallback(SaveBestModelCallback):
             save_scheduler=False,
             load_saved_checkpoint=False,
         )
-        check_positive_int(type(self).__name__, "update_every_n_steps", update_every_n_steps, allow_none=True)
-        if not (isinstance(decay, (int, float)) and not isinstance(decay, bool) and 0 <= decay <= 1):
-            raise ValueError(f"ModelEmaCallback(decay={decay!r}) is not accepted; decay must be a number in [0, 1].")
-        self.decay = decay
-        self.evaluate_during_training = evaluate_during_training
-        self.model_ema_cls = model_ema
-        self.callback_handler = CallbackHandler(callbacks)
-        self.update_every_n_steps = update_every_n_steps
         self.ema_model: ModelEma | None = None
-        self._track_prefix = "ema_model_"
+        self.metric_prefix = "ema_model_"
         self._pending_ema_state: dict[str, torch.Tensor] | None = None
         self._training = False
+
+    @property
+    def best_metric(self) -> Any:
+        """The best ``watch_metric`` value of the average so far."""
+        return self.best_model_saver.best_metric
+
+    @property
+    def best_metric_epoch(self) -> int | None:
+        """The epoch of :attr:`best_metric`."""
+        return self.best_model_saver.best_metric_epoch
 
     # -- state ----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         """The best value, its epoch and the averaged weights (on the CPU)."""
-        state = super().state_dict()
+        state = self.best_model_saver.state_dict()
         if self.ema_model is not None:
             state["ema_state_dict"] = {k: v.detach().cpu() for k, v in self.ema_model.module.state_dict().items()}
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; the averaged weights are applied when training starts."""
-        super().load_state_dict(state)
+        self.best_model_saver.load_state_dict(state)
         self._pending_ema_state = state.get("ema_state_dict")
 
     # -- events ---------------------------------------------------------------------------
 
     def on_training_run_start(self, trainer: Trainer, **kwargs: Any) -> None:
-        super().on_training_run_start(trainer)
-        if self.evaluate_during_training and trainer._eval_dataloader is None:
+        self.best_model_saver.on_training_run_start(trainer)
+        if self.evaluate_during_training and trainer.eval_dataloader is None:
             raise ValueError(
                 "ModelEmaCallback(evaluate_during_training=True) evaluates the averaged model after each epoch, but "
                 "train() got no eval_dataset. Pass an eval_dataset, or use evaluate_during_training=False to save "
@@ -128,33 +139,20 @@ class ModelEmaCallback(SaveBestModelCallback):
         if not (self._training and self.evaluate_during_training) or is_intermediate:
             return
         trainer.print("Running evaluation on EMA model")
-        with self._ema_in_place_of_model(trainer):
-            trainer._run_eval_epoch(trainer._eval_dataloader)
+        trainer.run_eval_epoch(
+            model=self.ema_model.module, callbacks=self.callback_handler, metric_prefix=self.metric_prefix
+        )
 
     def on_training_run_epoch_end(self, trainer: Trainer, **kwargs: Any) -> None:
         model = trainer.model
-        trainer.model = self.ema_model.module
+        trainer.model = self.ema_model.module  # what the checkpoint saves
         try:
             if self.evaluate_during_training:
-                super().on_training_run_epoch_end(trainer)
+                self.best_model_saver.on_training_run_epoch_end(trainer)
             else:
                 trainer.save_checkpoint(save_path=self.save_path, save_optimizer=False, save_scheduler=False)
         finally:
             trainer.model = model
 
     def on_training_run_end(self, trainer: Trainer, **kwargs: Any) -> None:
-        # Unlike SaveBestModelCallback, leave the trainer's model as trained.
         self._training = False
-
-    @contextmanager
-    def _ema_in_place_of_model(self, trainer: Trainer) -> Iterator[None]:
-        """Let the trainer see the averaged model, this callback's callbacks and the EMA metric prefix."""
-        model, handler = trainer.model, trainer.callback_handler
-        prefix = trainer.run_history.metric_name_prefix
-        trainer.model, trainer.callback_handler = self.ema_model.module, self.callback_handler
-        trainer.run_history.set_metric_name_prefix(self._track_prefix)
-        try:
-            yield
-        finally:
-            trainer.model, trainer.callback_handler = model, handler
-            trainer.run_history.set_metric_name_prefix(prefix)

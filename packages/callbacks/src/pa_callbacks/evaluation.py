@@ -34,7 +34,7 @@ class StepBasedEvaluationCallback(TrainerCallback):
         self.eval_every_n_steps = eval_every_n_steps
 
     def on_training_run_start(self, trainer: Trainer, **kwargs: Any) -> None:
-        if trainer._eval_dataloader is None:
+        if trainer.eval_dataloader is None:
             raise ValueError(
                 "StepBasedEvaluationCallback evaluates during training, but train() got no eval_dataset; pass one "
                 "or remove the callback."
@@ -45,9 +45,9 @@ class StepBasedEvaluationCallback(TrainerCallback):
         updates_this_epoch = math.ceil((step + 1) / config.gradient_accumulation_steps)
         if updates_this_epoch % self.eval_every_n_steps:
             return
-        if step + 1 >= len(trainer._train_dataloader) or num_updates == config.max_num_train_steps:
+        if step + 1 == trainer.run_state.epoch_length or num_updates == config.max_num_train_steps:
             return  # the epoch (or the run) ends here and is evaluated anyway
         trainer.print(f"\nRunning evaluation after {updates_this_epoch} training steps")
-        trainer._run_eval_epoch(trainer._eval_dataloader, is_training=True, is_intermediate=True)
+        trainer.run_eval_epoch(is_intermediate=True)
         trainer.run_history.delete_metric(trainer.run_history.metric_name_prefix + "intermediate_eval_loss")
         trainer.print("\nResuming training...")

@@ -1,4 +1,8 @@
-"""Running fewer batches: every epoch for a quick check of a script, or only the evaluations."""
+"""Running fewer batches: every epoch for a quick check of a script, or only the evaluations.
+
+``LimitBatchesCallback`` lives in pa-core (``pa_core.utils``), because a Trainer created inside
+``pa_core.utils.LimitBatches`` adds it itself; it is published here under its catalogue name.
+"""
 
 from __future__ import annotations
 
@@ -7,40 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from pa_callbacks._common import check_positive_int
 from pa_core import TrainerCallback
-from pa_core.utils import DataLoaderSlice
+from pa_core.utils import DataLoaderSlice, LimitBatchesCallback
 
 if TYPE_CHECKING:
     from pa_core import Trainer
 
 __all__ = ["LimitBatchesCallback", "LimitEvalStepsCallback"]
-
-
-class LimitBatchesCallback(TrainerCallback):
-    """Limits every training and evaluation epoch to ``num_batches`` batches per process, to check
-    quickly that a training script runs end to end.
-
-    The limit applies from the start of the run: schedules and placeholders are still sized on
-    the full data loaders. Setting the environment variable ``PT_ACC_LIMIT_BATCHES`` (or using
-    :class:`pa_core.utils.LimitBatches`) does the same without this callback.
-
-    :param num_batches: the most batches per epoch (2 by default, enough for a smoke test).
-    """
-
-    def __init__(self, num_batches: int = 2) -> None:
-        check_positive_int(type(self).__name__, "num_batches", num_batches)
-        self.num_batches = num_batches
-
-    def _limit(self, dataloader: Any) -> Any:
-        if dataloader is None or isinstance(dataloader, DataLoaderSlice):
-            return dataloader
-        return DataLoaderSlice(dataloader, self.num_batches)
-
-    def on_training_run_start(self, trainer: Trainer, **kwargs: Any) -> None:
-        trainer._train_dataloader = self._limit(trainer._train_dataloader)
-        trainer._eval_dataloader = self._limit(trainer._eval_dataloader)
-
-    def on_evaluation_run_start(self, trainer: Trainer, **kwargs: Any) -> None:
-        trainer._eval_dataloader = self._limit(trainer._eval_dataloader)
 
 
 class LimitEvalStepsCallback(TrainerCallback):
@@ -63,15 +39,15 @@ class LimitEvalStepsCallback(TrainerCallback):
         self._limiter: _AdjustableLimit | None = None
 
     def _install(self, trainer: Trainer) -> None:
-        # The Trainer reads trainer._eval_dataloader before each evaluation and iterates it after
+        # The Trainer reads trainer.eval_dataloader before each evaluation and iterates it after
         # on_eval_epoch_start, so a wrapper whose limit is set in that event limits that evaluation.
-        if trainer._eval_dataloader is not None and not isinstance(trainer._eval_dataloader, _AdjustableLimit):
-            trainer._eval_dataloader = _AdjustableLimit(trainer._eval_dataloader)
-        self._limiter = trainer._eval_dataloader
+        if trainer.eval_dataloader is not None and not isinstance(trainer.eval_dataloader, _AdjustableLimit):
+            trainer.eval_dataloader = _AdjustableLimit(trainer.eval_dataloader)
+        self._limiter = trainer.eval_dataloader
 
     def _uninstall(self, trainer: Trainer) -> None:
-        if isinstance(trainer._eval_dataloader, _AdjustableLimit):
-            trainer._eval_dataloader = trainer._eval_dataloader.dataloader
+        if isinstance(trainer.eval_dataloader, _AdjustableLimit):
+            trainer.eval_dataloader = trainer.eval_dataloader.dataloader
         self._limiter = None
 
     def on_training_run_start(self, trainer: Trainer, **kwargs: Any) -> None:
@@ -83,7 +59,7 @@ class LimitEvalStepsCallback(TrainerCallback):
     def on_eval_epoch_start(self, trainer: Trainer, is_intermediate: bool = False, **kwargs: Any) -> None:
         if self._limiter is None or not (is_intermediate or not self.limit_intermediate_only):
             return
-        steps_per_process = max(self.num_eval_steps // trainer._accelerator.num_processes, 1)
+        steps_per_process = max(self.num_eval_steps // trainer.num_processes, 1)
         self._limiter.limit = steps_per_process
         trainer.print(f"Limiting evaluation to {steps_per_process} steps per process")
 

@@ -182,7 +182,7 @@ class MetricsFileCallback(TrainerCallback):
             handle.write(json.dumps(record) + "\n")
 
     def _write_train_loss(self, trainer: Trainer) -> None:
-        tracker = trainer._loss_tracker
+        tracker = trainer.loss_tracker
         total_before, count_before = self._loss_mark
         stats = torch.stack(
             [
@@ -209,7 +209,7 @@ class MetricsFileCallback(TrainerCallback):
 
     def on_train_epoch_start(self, trainer: Trainer, **kwargs: Any) -> None:
         # After the tracker was reset (or restored, when resuming in the middle of an epoch).
-        self._loss_mark = (trainer._loss_tracker.total_loss, trainer._loss_tracker.running_count)
+        self._loss_mark = (trainer.loss_tracker.total_loss, trainer.loss_tracker.running_count)
         self._epoch_pending = True
 
     def on_train_update_end(self, trainer: Trainer, num_updates: int = 0, **kwargs: Any) -> None:

@@ -73,7 +73,7 @@ class TerminateOnNaNCallback(TrainerCallback):
             self._stop(f"{name} is {float(values[-1])} in epoch {trainer.run_history.current_epoch}")
 
     def _check_running_train_loss(self, trainer: Trainer, step: int) -> None:
-        total = torch.as_tensor(trainer._loss_tracker.total_loss, device=trainer.device)
+        total = torch.as_tensor(trainer.loss_tracker.total_loss, device=trainer.device)
         bad = (~torch.isfinite(total)).float().reshape(1)
         if trainer.run_config.num_processes > 1:
             bad = trainer.gather(bad)  # every process sees every flag, so all stop together

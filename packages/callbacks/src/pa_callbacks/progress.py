@@ -106,13 +106,13 @@ class ProgressBarCallback(TrainerCallback):
 
     def on_train_epoch_start(self, trainer: Trainer, **kwargs: Any) -> None:
         # A run resumed in the middle of an epoch starts after the batches already done.
-        done = getattr(getattr(trainer, "_position", None), "batches_done", 0)
+        done = trainer.run_state.epoch_step
         epoch, last_epoch = trainer.run_history.current_epoch, trainer.last_epoch
-        self.pbar = self._create_bar(trainer, _length(trainer._train_dataloader), f"epoch {epoch}/{last_epoch}", done)
+        self.pbar = self._create_bar(trainer, _length(trainer.train_dataloader), f"epoch {epoch}/{last_epoch}", done)
         self._next_loss_read["train"] = self._clock() + self.loss_refresh_interval
 
     def on_train_step_end(self, trainer: Trainer, **kwargs: Any) -> None:
-        self._step(self.pbar, trainer._loss_tracker, "train")
+        self._step(self.pbar, trainer.loss_tracker, "train")
 
     def on_train_epoch_end(self, trainer: Trainer, **kwargs: Any) -> None:
         history = trainer.run_history
@@ -124,11 +124,11 @@ class ProgressBarCallback(TrainerCallback):
 
     def on_eval_epoch_start(self, trainer: Trainer, is_intermediate: bool = False, **kwargs: Any) -> None:
         desc = "intermediate eval" if is_intermediate else "eval"
-        self.eval_pbar = self._create_bar(trainer, _length(trainer._eval_dataloader), desc, leave=not is_intermediate)
+        self.eval_pbar = self._create_bar(trainer, _length(trainer.eval_dataloader), desc, leave=not is_intermediate)
         self._next_loss_read["eval"] = self._clock() + self.loss_refresh_interval
 
     def on_eval_step_end(self, trainer: Trainer, **kwargs: Any) -> None:
-        self._step(self.eval_pbar, trainer._eval_loss_tracker, "eval")
+        self._step(self.eval_pbar, trainer.eval_loss_tracker, "eval")
 
     def on_eval_epoch_end(self, trainer: Trainer, **kwargs: Any) -> None:
         self._close(self.eval_pbar)

@@ -1,4 +1,6 @@
-"""Where Accelerate does avoidable work on every step, and how pa steps around it.
+"""Every Accelerate and torch workaround pa needs, in one place.
+
+Where Accelerate does avoidable work on every step, and how pa steps around it:
 
 Accelerate 1.x's ``AcceleratedOptimizer.step`` calls ``is_lomo_available()`` twice per call;
 each call is an uncached ``importlib.util.find_spec`` that searches ``sys.path`` on disk (about
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -72,3 +75,63 @@ def optimizer_zero_grad_function(optimizer: Any) -> Callable[[], Any]:
     if "set_to_none" in inspect.signature(inner.zero_grad).parameters:
         return functools.partial(inner.zero_grad, set_to_none=True)  # Accelerate's default for such optimizers
     return inner.zero_grad
+
+
+# ----------------------------------------------------------------------------------------
+# Launch and data-loader workarounds
+# ----------------------------------------------------------------------------------------
+
+
+def accelerator_device_available() -> bool:
+    """Whether this machine has a device Accelerate would use instead of the CPU."""
+    import torch
+
+    xpu = getattr(torch, "xpu", None)
+    mps = getattr(torch.backends, "mps", None)
+    return bool(
+        torch.cuda.is_available()
+        or (xpu is not None and xpu.is_available())
+        or (mps is not None and mps.is_available())
+    )
+
+
+def multi_process_cpu_kwargs() -> dict[str, Any]:
+    """``Accelerator`` arguments for several processes on a machine without an accelerator.
+
+    Accelerate only goes multi-process on the CPU when told to (``cpu=True``); DeepSpeed runs
+    on the CPU only with ``cpu=False`` and an explicit gloo process group (without one,
+    Accelerate finds no backend and counts a single process).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or accelerator_device_available():
+        return {}
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true", "yes"):
+        from accelerate.utils import InitProcessGroupKwargs
+
+        return {"kwargs_handlers": [InitProcessGroupKwargs(backend="gloo")]}
+    return {"cpu": True}
+
+
+def forget_single_process_state() -> None:
+    """Drop an Accelerate state that counts one process while several were launched.
+
+    Under torchrun on a machine without an accelerator, a ``PartialState()`` made before the
+    Trainer (by the user's script, a test fixture or a library) counts one process, and every
+    later Accelerator would silently reuse it: each process would train alone on all the data.
+    Dropping it is safe: the state made next reuses the process group it may have started.
+    """
+    from accelerate.state import AcceleratorState, PartialState
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and PartialState._shared_state.get("num_processes") == 1:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def deal_batches_unevenly(prepared_dataloader: Any) -> Any:
+    """Stop Accelerate from padding the last batches of a prepared map-style loader with
+    repeated samples (its ``even_batches``): pa gives processes that run out of data empty
+    batches instead, so every sample counts once."""
+    from accelerate.data_loader import BatchSamplerShard
+
+    batch_sampler = getattr(prepared_dataloader, "batch_sampler", None)
+    if isinstance(batch_sampler, BatchSamplerShard):
+        batch_sampler.even_batches = False
+    return prepared_dataloader

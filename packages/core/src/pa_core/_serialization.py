@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["UnsafeCheckpointError", "atomic_save", "replace_directory", "safe_load", "verify_training_state_files"]
+__all__ = ["UnsafeCheckpointError", "atomic_save", "replace_directory", "safe_load"]
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -51,24 +51,6 @@ def safe_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
             "If you created this file and trust it, load it yourself with "
             "torch.load(path, weights_only=False) and pass the parts you need to load_state_dict()."
         ) from exc
-
-
-def verify_training_state_files(directory: Path) -> None:
-    """Check every pickled file of a training state with the same restricted loader Accelerate
-    uses, before Accelerate loads them (it would quietly skip an RNG file it cannot load, and
-    loads custom checkpoint files without restriction)."""
-    from accelerate.utils import load as accelerate_safe_load
-
-    for path in sorted(p for p in directory.iterdir() if p.suffix in (".bin", ".pkl", ".pt")):
-        try:
-            accelerate_safe_load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            raise UnsafeCheckpointError(
-                f"Refusing to load the training state in {os.fspath(directory)!r}: {path.name} contains pickled "
-                f"objects other than tensors, numbers and plain containers, and loading them could run code. What "
-                f"was found: {str(exc).splitlines()[0]}. If you wrote this state yourself and trust it, load that "
-                "file with torch.load(path, weights_only=False) and restore it by hand."
-            ) from exc
 
 
 def replace_directory(new_dir: Path, final_dir: Path) -> None:

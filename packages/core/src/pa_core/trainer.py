@@ -3,35 +3,35 @@
 Read it top to bottom: ``train()`` builds the data loaders, prepares everything with
 Accelerate and runs ``_run_training``, which runs ``_run_train_epoch`` and ``_run_eval_epoch``
 each epoch. Every step of the loop is a short method a subclass can override, and each
-overridable method runs before the callback event of the same name.
+overridable method runs before the callback event of the same name. What one ``train()`` or
+``evaluate()`` call is doing lives in ``trainer.run_state`` (:class:`pa_core.RunState`).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import shutil
 import warnings
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.data_loader import BatchSamplerShard
 from accelerate.optimizer import AcceleratedOptimizer
 from accelerate.utils import DistributedType, set_seed
-from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
-from pa_core import _plugins
-from pa_core._accelerate_shims import optimizer_step_function, optimizer_zero_grad_function
-from pa_core._preemption import SignalWatcher, TrainingPreempted
-from pa_core._serialization import atomic_save, replace_directory, safe_load, verify_training_state_files
+from pa_core import _accelerate_shims as shims
+from pa_core import _checks, _plugins, data, training_state
+from pa_core._preemption import DEFAULT_SIGNALS, SignalWatcher, TrainingPreempted
+from pa_core._serialization import atomic_save, safe_load
 from pa_core.callbacks import CallbackHandler, StopTrainingError
 from pa_core.placeholders import replace_trainer_placeholder_values
 from pa_core.run_config import TrainerRunConfig
+from pa_core.run_state import RunState
 from pa_core.tracking import InMemoryRunHistory, LossTracker, RunHistory
+from pa_core.utils import DataLoaderSlice, LimitBatchesCallback, limit_batches_from_env
 
 __all__ = ["DEFAULT_CALLBACKS", "Trainer", "TrainerWithTimmScheduler"]
 
@@ -44,9 +44,6 @@ DEFAULT_CALLBACKS: tuple[str, ...] = (
     "progress-bar",
     "log-metrics",
 )
-
-TRAINER_STATE_FILE = "pa_trainer_state.pt"
-LIMIT_BATCHES_ENV = "PT_ACC_LIMIT_BATCHES"
 
 
 class Trainer:
@@ -62,17 +59,19 @@ class Trainer:
     Set ``seed`` (class or instance attribute) to change the seed ``train()`` uses, or to
     None to leave the random state alone.
 
-    SIGTERM or SIGINT during ``train()`` stops the run within two optimizer updates, at the
-    same update on every process; the Trainer then saves a training state to
-    ``preemption_save_dir`` (if set), fires ``on_preemption`` and raises
-    :class:`TrainingPreempted` (exit status 143 or 130). A second signal acts at once. In
-    multi-process runs the processes agree through torch.distributed's key-value store, checked
-    every ``preemption_check_interval`` updates (never a GPU synchronisation). Set
-    ``handle_signals = False`` to leave signals alone.
+    A preemption signal (``preemption_signals``: SIGTERM and SIGINT unless changed, e.g. to
+    add SIGUSR1 for SLURM) at any moment of ``train()`` or ``evaluate()`` stops the run at the
+    next optimizer update, evaluation step or epoch end, at the same place on every process;
+    the Trainer then saves a training state to ``preemption_save_dir`` (if set, during
+    ``train()``), fires ``on_preemption`` and raises :class:`TrainingPreempted` (exit status
+    128 + the signal number: 143 for SIGTERM, 130 for SIGINT). A second signal acts at once.
+    Set ``handle_signals = False`` to leave signals alone.
     """
 
     seed: int | None = 42
     preemption_save_dir: str | os.PathLike[str] | None = None
+    preemption_signals: tuple[int, ...] = DEFAULT_SIGNALS
+    #: Look for signals at every this many optimizer updates and evaluation steps.
     preemption_check_interval: int = 1
     handle_signals: bool = True
 
@@ -87,7 +86,7 @@ class Trainer:
         self.model = model
         self.loss_func = loss_func
         self.optimizer = optimizer
-        self.callback_handler = CallbackHandler(_available_callbacks(callbacks))
+        self.callback_handler = CallbackHandler(_with_batch_limit(_available_callbacks(callbacks)))
         for entry, plugin in _plugins.autoload_plugins():
             self.callback_handler.add_plugin(plugin, origin=entry.origin)
         self.run_history: RunHistory = run_history if run_history is not None else InMemoryRunHistory()
@@ -97,18 +96,10 @@ class Trainer:
         self.train_dataset: Dataset | None = None
         self.eval_dataset: Dataset | None = None
         self.collate_fn: Callable[..., Any] | None = None
-        self._train_dataloader: Any = None
-        self._eval_dataloader: Any = None
         self._train_dl_kwargs: dict[str, Any] = {}
         self._eval_dl_kwargs: dict[str, Any] = {}
-        self._loss_tracker = LossTracker()
-        self._eval_loss_tracker = LossTracker()
-        self._position = _RunPosition()
-        self._first_epoch = 1  # the run_history epoch the current training run started with
-        self._signals: SignalWatcher | None = None
+        self._run = RunState(training=False)
         self._wrapped_model: Any = None  # the prepared model (DDP, DeepSpeed engine) of the last run
-        # Read at construction, as upstream does: `with LimitBatches(2): trainer = Trainer(...)`.
-        self._limit_batches_at_init = _limit_batches_from_env()
         self._accelerator = self._new_accelerator()
         self.callback_handler.call_event("on_init_end", self)
 
@@ -128,25 +119,12 @@ class Trainer:
 
     def _accelerator_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``Accelerator``, as configured by the callbacks."""
-        kwargs: dict[str, Any] = {}
-        launched_with_deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true", "yes")
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _accelerator_device_available():
-            if launched_with_deepspeed:
-                # DeepSpeed runs on the CPU only with cpu=False and an explicit gloo process group
-                # (without one Accelerate finds no backend and counts a single process).
-                from accelerate.utils import InitProcessGroupKwargs
-
-                kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
-            else:
-                # Launched on several processes (torchrun, accelerate launch) on a machine without
-                # an accelerator: Accelerate only goes multi-process on the CPU when told to.
-                kwargs["cpu"] = True
+        kwargs = shims.multi_process_cpu_kwargs()
         self.callback_handler.call_event("pa_configure_accelerator", self, accelerator_kwargs=kwargs)
         return kwargs
 
     def _new_accelerator(self) -> Accelerator:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            _forget_single_process_state()
+        shims.forget_single_process_state()
         accelerator = self._create_accelerator()
         # Shuffling from (seed, epoch) makes the data order reproducible, so a resumed run
         # sees the same batches as an uninterrupted one.
@@ -157,13 +135,23 @@ class Trainer:
         return accelerator
 
     # ------------------------------------------------------------------------------------
-    # Helpers
+    # What plugins and subclasses use
     # ------------------------------------------------------------------------------------
+
+    @property
+    def accelerator(self) -> Accelerator:
+        """The Accelerator of the current (or last) run."""
+        return self._accelerator
 
     @property
     def device(self) -> torch.device:
         """The device this process trains on."""
         return self._accelerator.device
+
+    @property
+    def num_processes(self) -> int:
+        """How many processes the current (or last) run spans."""
+        return self._accelerator.num_processes
 
     @property
     def is_world_process_zero(self) -> bool:
@@ -176,9 +164,54 @@ class Trainer:
         return self._accelerator.is_local_main_process
 
     @property
-    def num_updates(self) -> int:
-        """Optimizer updates performed so far in the current (or last) training run."""
-        return self._position.num_updates
+    def run_state(self) -> RunState:
+        """What the current (or last) ``train()`` or ``evaluate()`` call is doing."""
+        return self._run
+
+    @property
+    def train_dataloader(self) -> Any:
+        """The prepared training data loader of the current run (a plugin may replace it)."""
+        return self._run.train_dataloader
+
+    @train_dataloader.setter
+    def train_dataloader(self, dataloader: Any) -> None:
+        self._run.train_dataloader = dataloader
+
+    @property
+    def eval_dataloader(self) -> Any:
+        """The prepared evaluation data loader of the current run, or None."""
+        return self._run.eval_dataloader
+
+    @eval_dataloader.setter
+    def eval_dataloader(self, dataloader: Any) -> None:
+        self._run.eval_dataloader = dataloader
+
+    # pytorch-accelerated's names for the loaders, which its Trainer subclasses use.
+    _train_dataloader = train_dataloader
+    _eval_dataloader = eval_dataloader
+
+    @property
+    def loss_tracker(self) -> LossTracker:
+        """The current training epoch's running loss (values stay on the device)."""
+        return self._run.loss_tracker
+
+    @property
+    def eval_loss_tracker(self) -> LossTracker:
+        """The current evaluation epoch's running loss (values stay on the device)."""
+        return self._run.eval_loss_tracker
+
+    @property
+    def num_updates(self) -> Any:
+        """Optimizer updates performed so far in the current (or last) training run.
+
+        pytorch-accelerated's Trainer subclasses assign ``self.num_updates`` to keep a count of
+        their own; once assigned it is theirs (pa keeps counting in ``run_state.num_updates``).
+        """
+        return self.__dict__.get("_assigned_num_updates", self._run.num_updates)
+
+    @num_updates.setter
+    def num_updates(self, value: Any) -> None:
+        self.__dict__["_assigned_num_updates"] = value
 
     @property
     def last_epoch(self) -> int:
@@ -190,31 +223,31 @@ class Trainer:
         """
         if self.run_config is None:
             raise RuntimeError("last_epoch is known once train() has been called.")
-        return self._first_epoch - 1 + self.run_config.num_epochs
-
-    @property
-    def loss_tracker(self) -> LossTracker:
-        """The current training epoch's running loss (values stay on the device)."""
-        return self._loss_tracker
+        return self._run.last_epoch
 
     def print(self, *args: Any, **kwargs: Any) -> None:
         """``print`` on the local main process only."""
         self._accelerator.print(*args, **kwargs)
 
     def gather(self, tensor: torch.Tensor, padding_value: Any = None) -> torch.Tensor:
-        """Gather ``tensor`` from every process, concatenated along the first dimension.
+        """Gather ``tensor`` from every process (collective), concatenated along dimension 0.
 
-        Evaluation batches are not padded with repeated samples, so the last batches can
-        differ in size between processes: pass a ``padding_value`` that cannot occur in the
-        data, and tensors are padded to a common size, gathered, and the padding rows (rows
-        whose every element equals ``padding_value``) removed.
+        Processes may hold different numbers of rows (the last evaluation batches differ in
+        size; a process with no data left has an empty batch): the result holds exactly the
+        rows every process had, process 0's first, then process 1's, and so on. Rows are padded
+        with ``padding_value`` (0 if None) for the transfer only; padding is never returned.
         """
-        if padding_value is None:
-            return self._accelerator.gather(tensor)
-        from pa_core.utils import remove_padding
-
-        padded = self._accelerator.pad_across_processes(tensor, dim=0, pad_index=padding_value)
-        return remove_padding(self._accelerator.gather(padded), padding_value)
+        accelerator = self._accelerator
+        if accelerator.num_processes == 1 or not isinstance(tensor, torch.Tensor) or tensor.ndim == 0:
+            return accelerator.gather(tensor)
+        sizes = accelerator.gather(torch.tensor([tensor.shape[0]], device=tensor.device)).tolist()
+        rows = max(sizes)
+        if min(sizes) == rows:
+            return accelerator.gather(tensor)
+        fill = 0 if padding_value is None else padding_value
+        padding = tensor.new_full((rows - tensor.shape[0], *tensor.shape[1:]), fill)
+        gathered = accelerator.gather(torch.cat([tensor, padding]))
+        return torch.cat([gathered[rank * rows : rank * rows + size] for rank, size in enumerate(sizes)])
 
     def get_model(self, keep_torch_compile: bool = True) -> torch.nn.Module:
         """The model without Accelerate's wrappers (DDP, mixed precision)."""
@@ -240,89 +273,52 @@ class Trainer:
         collate_fn: Callable[..., Any] | None = None,
         resume_from: str | os.PathLike[str] | None = None,
     ) -> None:
-        """Train the model.
+        """Train the model: ``num_epochs`` passes over ``train_dataset`` (map-style, or an
+        ``IterableDataset`` whose epoch ends when its data does), each followed by an evaluation
+        of ``eval_dataset`` if given, with batches of ``per_device_batch_size`` on each process.
 
-        :param train_dataset: the training data; by default each batch is ``(inputs, targets)``.
-        :param num_epochs: how many passes over ``train_dataset``.
-        :param eval_dataset: evaluated after every training epoch, if given.
-        :param per_device_batch_size: the batch size on each process.
-        :param max_num_train_steps: stop after this many optimizer updates (``num_epochs``
-            becomes the number of epochs needed to reach it).
-        :param gradient_accumulation_steps: batches per optimizer update.
-        :param gradient_clip_value: clip gradients to this absolute value before each update.
-        :param create_scheduler_fn: called with the optimizer to build a scheduler stepped
-            after every optimizer update; may hold :class:`TrainerPlaceholderValues`.
-        :param train_dataloader_kwargs: override the default ``DataLoader`` arguments.
-        :param eval_dataloader_kwargs: override the default eval ``DataLoader`` arguments.
-        :param reset_run_history: clear metrics from previous runs first.
-        :param collate_fn: passed to both data loaders.
-        :param resume_from: a folder written by ``save_training_state``: continue that run.
+        ``max_num_train_steps`` stops after that many optimizer updates (for data with a length,
+        ``num_epochs`` becomes the epochs needed to reach it). ``gradient_accumulation_steps``
+        batches make one update; ``gradient_clip_value`` clips gradients by value before it.
+        ``create_scheduler_fn(optimizer)`` builds a scheduler stepped after every update (it may
+        hold :class:`TrainerPlaceholderValues`). The data loader kwargs override the defaults;
+        ``collate_fn`` goes to both loaders; ``reset_run_history=False`` keeps earlier metrics
+        and epochs. ``resume_from`` continues the run saved in that training-state folder (None
+        starts afresh, so ``resume_from=latest_training_state(folder)`` serves every start).
         """
-        _check_dataset("train_dataset", train_dataset)
-        if eval_dataset is not None:
-            _check_dataset("eval_dataset", eval_dataset)
-        _check_positive_int("num_epochs", num_epochs)
-        _check_positive_int("per_device_batch_size", per_device_batch_size)
-        _check_positive_int("gradient_accumulation_steps", gradient_accumulation_steps)
-        if max_num_train_steps is not None:
-            _check_positive_int("max_num_train_steps", max_num_train_steps)
-        if gradient_clip_value is not None and not (
-            isinstance(gradient_clip_value, (int, float)) and gradient_clip_value > 0
-        ):
-            raise ValueError(f"gradient_clip_value must be a positive number or None, got {gradient_clip_value!r}.")
-        if create_scheduler_fn is not None and not callable(create_scheduler_fn):
-            raise TypeError(
-                f"create_scheduler_fn must be callable (e.g. a functools.partial), got {create_scheduler_fn!r}."
-            )
-        for name, value in (
-            ("train_dataloader_kwargs", train_dataloader_kwargs),
-            ("eval_dataloader_kwargs", eval_dataloader_kwargs),
-        ):
-            if value is not None and not isinstance(value, dict):
-                raise TypeError(f"{name} must be a dict of DataLoader arguments or None, got {value!r}.")
-        if collate_fn is not None and not callable(collate_fn):
-            raise TypeError(f"collate_fn must be callable or None, got {collate_fn!r}.")
-        if not isinstance(reset_run_history, bool):
-            raise TypeError(f"reset_run_history must be True or False, got {reset_run_history!r}.")
-        if self.optimizer is None:
-            raise ValueError("The Trainer was created with optimizer=None; pass an optimizer to train.")
-        if resume_from is not None:
-            resume_from = _check_training_state_dir("resume_from", resume_from)
-
+        _checks.check_train_arguments(
+            self.optimizer, train_dataset, num_epochs, eval_dataset, per_device_batch_size, max_num_train_steps,
+            gradient_accumulation_steps, gradient_clip_value, create_scheduler_fn, train_dataloader_kwargs,
+            eval_dataloader_kwargs, reset_run_history, collate_fn,
+        )  # fmt: skip
+        resume_from = training_state.find_training_state(resume_from) if resume_from is not None else None
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
         self.collate_fn, self.create_scheduler_fn = collate_fn, create_scheduler_fn
         if reset_run_history:
             self.run_history.reset()
-
-        self._accelerator = self._new_accelerator()
+        self._start_run(training=True)
         self._take_over_gradient_accumulation(gradient_accumulation_steps)
-        if self.seed is not None:
-            set_seed(self.seed, device_specific=True)
-        self._train_dataloader = self.create_train_dataloader(per_device_batch_size, train_dataloader_kwargs)
-        self._eval_dataloader = (
-            self.create_eval_dataloader(per_device_batch_size, eval_dataloader_kwargs)
-            if eval_dataset is not None
-            else None
-        )
-        self._prepare_model_optimizer_and_dataloaders()
+        self._prepare_training(per_device_batch_size, train_dataloader_kwargs, eval_dataloader_kwargs)
         self.run_config = self._create_run_config(
             num_epochs, per_device_batch_size, gradient_accumulation_steps, gradient_clip_value, max_num_train_steps
         )
-        self._check_eval_batch_size()
+        self._run.first_epoch = self.run_history.current_epoch
+        self._run.last_epoch = self._run.first_epoch - 1 + self.run_config.num_epochs
         self.scheduler = self.create_scheduler() if create_scheduler_fn is not None else None
-        self._position = _RunPosition()
-        self._first_epoch = self.run_history.current_epoch
-        self._reported_non_finite = False
         if resume_from is not None:
             self.load_training_state(resume_from)
-        try:
-            with SignalWatcher() if self.handle_signals else nullcontext() as self._signals:
-                self._run_training()
-        except BaseException as exc:
-            self._notify_exception(exc)
-            raise
-        finally:
-            self._unwrap_after_run()
+        self._run_guarded(self._run_training)
+
+    def _start_run(self, training: bool) -> None:
+        """A fresh Accelerator and run state for a ``train()`` or ``evaluate()`` call."""
+        self._accelerator = self._new_accelerator()
+        if training and self.seed is not None:
+            set_seed(self.seed, device_specific=True)
+        previous, self._run = self._run, RunState(training=training)
+        if not training:  # evaluate() reports the updates of the last training run
+            self._run.num_updates = previous.num_updates
+        if self._accelerator.num_processes > 1:
+            self._run.control_group = data.control_group()
 
     def _take_over_gradient_accumulation(self, gradient_accumulation_steps: int) -> None:
         """pa divides the loss and skips gradient syncs itself; Accelerate must not do it again."""
@@ -337,29 +333,30 @@ class Trainer:
             )
         self._accelerator.gradient_accumulation_steps = 1
 
-    def _prepare_model_optimizer_and_dataloaders(self) -> None:
-        self.model, self.optimizer, self._train_dataloader = self._accelerator.prepare(
-            self.model, self.optimizer, self._train_dataloader
-        )
+    def _prepare_training(
+        self, batch_size: int, train_kwargs: dict[str, Any] | None, eval_kwargs: dict[str, Any] | None
+    ) -> None:
+        train_dl = self.create_train_dataloader(batch_size, train_kwargs)
+        eval_dl = self.create_eval_dataloader(batch_size, eval_kwargs) if self.eval_dataset is not None else None
+        if data.is_stream(train_dl):
+            self.model, self.optimizer = self._accelerator.prepare(self.model, self.optimizer)
+            train_dl = self._prepare_dataloader(train_dl)
+        else:  # DeepSpeed sizes its engine from a map-style loader prepared with the model
+            self.model, self.optimizer, train_dl = self._accelerator.prepare(self.model, self.optimizer, train_dl)
+            shims.deal_batches_unevenly(train_dl)
         self._wrapped_model = self.model
-        self._step_optimizer = optimizer_step_function(self.optimizer)
-        self._zero_grad = optimizer_zero_grad_function(self.optimizer)
-        if self._eval_dataloader is not None:
-            self._eval_dataloader = self._prepare_eval_dataloader(self._eval_dataloader)
-        limit = _limit_batches_from_env() or self._limit_batches_at_init
-        if limit:
-            from pa_core.utils import DataLoaderSlice
+        self._step_optimizer = shims.optimizer_step_function(self.optimizer)
+        self._zero_grad = shims.optimizer_zero_grad_function(self.optimizer)
+        self._run.train_dataloader = train_dl
+        self._run.eval_dataloader = self._prepare_dataloader(eval_dl) if eval_dl is not None else None
 
-            self._train_dataloader = DataLoaderSlice(self._train_dataloader, limit)
-            if self._eval_dataloader is not None:
-                self._eval_dataloader = DataLoaderSlice(self._eval_dataloader, limit)
-
-    def _prepare_eval_dataloader(self, dataloader: DataLoader) -> Any:
-        prepared = self._accelerator.prepare(dataloader)
-        # Every eval sample is seen exactly once: no padding with repeated samples.
-        if isinstance(getattr(prepared, "batch_sampler", None), BatchSamplerShard):
-            prepared.batch_sampler.even_batches = False
-        return prepared
+    def _prepare_dataloader(self, dataloader: Any) -> Any:
+        accelerator = self._accelerator
+        if data.is_stream(dataloader) and isinstance(dataloader, DataLoader):
+            return data.prepare_stream_loader(
+                dataloader, accelerator.device, accelerator.process_index, accelerator.num_processes
+            )
+        return shims.deal_batches_unevenly(accelerator.prepare(dataloader))
 
     def _unwrap_after_run(self) -> None:
         self.model = self._accelerator.unwrap_model(self.model)
@@ -372,31 +369,28 @@ class Trainer:
             self._wrapped_model = None
 
     def _create_run_config(
-        self,
-        num_epochs: int,
-        per_device_batch_size: int,
-        gradient_accumulation_steps: int,
-        gradient_clip_value: float | None,
-        max_num_train_steps: int | None,
+        self, num_epochs: int, batch_size: int, ga: int, clip_value: float | None, max_steps: int | None
     ) -> TrainerRunConfig:
-        accelerator = self._accelerator
-        num_update_steps_per_epoch = math.ceil(len(self._train_dataloader) / gradient_accumulation_steps)
-        if max_num_train_steps is not None:
-            num_epochs = math.ceil(max_num_train_steps / num_update_steps_per_epoch)
-        eval_batch_size = self._eval_dl_kwargs.get("batch_size", per_device_batch_size)
+        accelerator, run = self._accelerator, self._run
+        num_batches = data.global_num_batches(run.train_dataloader, accelerator.num_processes, run.control_group)
+        updates_per_epoch = data.num_updates_per_epoch(num_batches, ga)
+        if max_steps is not None and updates_per_epoch:
+            num_epochs = math.ceil(max_steps / updates_per_epoch)
+        train_batch_size = _loader_batch_size(run.train_dataloader, self._train_dl_kwargs, batch_size)
+        eval_batch_size = _loader_batch_size(run.eval_dataloader, self._eval_dl_kwargs, batch_size)
         return TrainerRunConfig(
             num_epochs=num_epochs,
-            train_per_device_batch_size=self._train_dl_kwargs.get("batch_size", per_device_batch_size),
+            train_per_device_batch_size=train_batch_size,
             train_dl_kwargs=self._train_dl_kwargs,
             eval_per_device_batch_size=eval_batch_size,
             eval_dl_kwargs=self._eval_dl_kwargs,
-            gradient_accumulation_steps=gradient_accumulation_steps,
-            gradient_clip_value=gradient_clip_value,
-            train_total_batch_size=per_device_batch_size * accelerator.num_processes * gradient_accumulation_steps,
+            gradient_accumulation_steps=ga,
+            gradient_clip_value=clip_value,
+            train_total_batch_size=train_batch_size * accelerator.num_processes * ga,
             eval_total_batch_size=eval_batch_size * accelerator.num_processes,
-            num_update_steps_per_epoch=num_update_steps_per_epoch,
-            num_local_update_steps_per_epoch=num_update_steps_per_epoch,
-            max_num_train_steps=max_num_train_steps,
+            num_update_steps_per_epoch=updates_per_epoch,
+            num_local_update_steps_per_epoch=updates_per_epoch,
+            max_num_train_steps=max_steps,
             is_local_process_zero=accelerator.is_local_main_process,
             is_world_process_zero=accelerator.is_main_process,
             is_distributed=accelerator.distributed_type != DistributedType.NO,
@@ -404,145 +398,225 @@ class Trainer:
             num_processes=accelerator.num_processes,
         )
 
-    def _check_eval_batch_size(self) -> None:
-        if self._eval_dataloader is None or self.run_config is None or not self.run_config.is_distributed:
-            return
-        _check_distributed_eval_size(
-            self.eval_dataset,
-            self.run_config.eval_per_device_batch_size,
-            self._accelerator.num_processes,
-            self._eval_dl_kwargs.get("drop_last", False),
-        )
+    def _run_guarded(self, run: Callable[[], None]) -> None:
+        """Run the loop with preemption signals watched; tell callbacks about any exception."""
+        watcher = SignalWatcher(self.preemption_signals, self._run.control_group) if self.handle_signals else None
+        try:
+            with watcher if watcher is not None else nullcontext():
+                self._run.signals = watcher
+                try:
+                    run()
+                except _StopRequested as stop:
+                    self._stop_for_preemption(stop.signal_number)
+        except BaseException as exc:
+            self._notify_exception(exc)
+            raise
+        finally:
+            self._run.signals = None
+            self._unwrap_after_run()
 
     # ------------------------------------------------------------------------------------
     # The loop
     # ------------------------------------------------------------------------------------
 
     def _run_training(self) -> None:
+        run = self._run
         self.training_run_start()
         self.callback_handler.call_event("on_training_run_start", self)
         self._check_deepspeed_engine()
         try:
-            while self.run_history.current_epoch <= self.last_epoch:
-                self._run_train_epoch(self._train_dataloader)
-                if self._eval_dataloader is not None:
-                    self._run_eval_epoch(self._eval_dataloader)
-                self._position.epoch_done = True
+            while self.run_history.current_epoch <= run.last_epoch and not self._max_steps_reached():
+                if not run.train_done:
+                    self._run_train_epoch(run.train_dataloader)
+                if run.eval_dataloader is not None:
+                    self._run_eval_epoch(run.eval_dataloader)
+                run.epoch_done = True
                 self.training_run_epoch_end()
                 self.callback_handler.call_event("on_training_run_epoch_end", self)
+                self._agree_on_signals()
                 self.run_history._increment_epoch()
-                self._position = _RunPosition(num_updates=self._position.num_updates)
-                if self._max_steps_reached():
-                    break
+                run.start_epoch()
         except StopTrainingError as error:
             self._accelerator.print(error)
             self.callback_handler.call_event("on_stop_training_error", self, error=error)
         self.training_run_end()
         self.callback_handler.call_event("on_training_run_end", self)
+        self._agree_on_signals()  # a signal after the last update still stops the run the documented way
 
     def _run_train_epoch(self, train_dl: Any) -> None:
-        position = self._position
-        ga = self.run_config.gradient_accumulation_steps
-        num_batches = len(train_dl)
+        run, config = self._run, self.run_config
+        ga, max_steps = config.gradient_accumulation_steps, config.max_num_train_steps
         self.train_epoch_start()
-        self._loss_tracker.reset()
-        if position.batches_done:  # resuming in the middle of this epoch
-            self._loss_tracker.total_loss, self._loss_tracker.running_count = position.loss_total, position.loss_count
+        steps = self._epoch_steps(train_dl)
+        run.begin_train_loss_tracking()
         self.callback_handler.call_event("on_train_epoch_start", self)
-        if hasattr(train_dl, "set_epoch"):
-            train_dl.set_epoch(self.run_history.current_epoch - 1)
-        if position.batches_done:
-            train_dl = self._skip_batches(train_dl, position.batches_done)
         sync_free = ga > 1 and self._accelerator.distributed_type != DistributedType.NO
-        first_step = position.batches_done
-        for step, batch in enumerate(train_dl, start=first_step):
+        for step, batch in steps:
             self.callback_handler.call_event("on_train_step_start", self)
-            is_update_step = (step + 1) % ga == 0 or step + 1 == num_batches
+            is_update_step = (step + 1) % ga == 0 or step == steps.last_step
             if ga > 1:
                 # Tell Accelerate where the accumulation window ends, so engines that accumulate
                 # themselves (DeepSpeed) step exactly when this loop does.
                 self._accelerator.sync_gradients = is_update_step
             with self._accelerator.no_sync(self.model) if sync_free and not is_update_step else nullcontext():
-                batch_output = self.calculate_train_batch_loss(batch)
-                if step == first_step:
-                    _check_batch_output(batch_output, "calculate_train_batch_loss")
-                loss = batch_output["loss"]
-                self._loss_tracker.update(_true_loss(loss, batch_output, ga), batch_output["batch_size"])
-                self.callback_handler.call_event(
-                    "on_train_step_end", self, batch=batch, batch_output=batch_output, step=step
-                )
-                self.backward_step(self._loss_for_backward(loss, batch_output, ga))
+                self._train_step(batch, step, steps)
             if is_update_step:
-                if self.run_config.gradient_clip_value is not None:
-                    self._clip_gradients()
-                self.optimizer_step()
-                position.num_updates += 1
-                if self.scheduler is not None and not self._accelerator.optimizer_step_was_skipped:
-                    self.scheduler_step()
-                self.optimizer_zero_grad()
-                position.record_update(step + 1, self._loss_tracker)
-                self.callback_handler.call_event(
-                    "on_train_update_end", self, step=step, num_updates=position.num_updates
-                )
-                if self._signals is not None and position.num_updates % self.preemption_check_interval == 0:
-                    signal_number = self._signals.poll(position.num_updates)
-                    if signal_number:
-                        self._stop_for_preemption(signal_number)
-                if self._max_steps_reached():
+                self._optimizer_update(step, steps.position)
+                if max_steps is not None and run.num_updates >= max_steps:
                     break
-        position.train_done = True
+        run.train_done = True
         self.train_epoch_end()
-        train_loss = self._epoch_loss(self._loss_tracker)
-        self.run_history.update_metric("train_loss_epoch", train_loss)
-        if not math.isfinite(train_loss) and not self._reported_non_finite:
-            self._reported_non_finite = True
-            warnings.warn(
-                f"train_loss_epoch is {train_loss} in epoch {self.run_history.current_epoch}: training diverged "
-                "(lower the learning rate, clip gradients, check the data), and the weights are probably no longer "
-                "finite. Add the terminate-on-nan callback to stop such runs automatically.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        self._record_epoch_loss("train_loss_epoch", run.loss_tracker)
         self.callback_handler.call_event("on_train_epoch_end", self)
 
-    def _skip_batches(self, train_dl: Any, num_batches: int) -> Any:
-        """The rest of an epoch after ``num_batches`` batches, for a run resumed mid-epoch."""
-        from pa_core.utils import DataLoaderSlice
+    def _train_step(self, batch: Any, step: int, steps: data.EpochSteps) -> None:
+        ga = self.run_config.gradient_accumulation_steps
+        batch_output = self.calculate_train_batch_loss(batch)
+        if step == steps.start_step:
+            _checks.check_batch_output(batch_output, "calculate_train_batch_loss")
+        loss = batch_output["loss"]
+        if steps.is_empty:
+            batch_output["loss"], batch_output["batch_size"] = torch.zeros_like(loss), 0
+        else:
+            # A loss normalised over the whole accumulation window is ~1/ga of the batch's own mean.
+            true_loss = loss * ga if ga > 1 and "num_items_in_batch" in batch_output else loss
+            self._run.loss_tracker.update(true_loss, batch_output["batch_size"])
+        self.callback_handler.call_event("on_train_step_end", self, batch=batch, batch_output=batch_output, step=step)
+        self.backward_step(self._loss_for_backward(loss, batch_output, ga, steps))
 
-        if isinstance(train_dl, DataLoaderSlice):  # a limited loader stays limited
-            rest = self._accelerator.skip_first_batches(train_dl.dl, num_batches)
-            return DataLoaderSlice(rest, train_dl.slice_size - num_batches)
-        return self._accelerator.skip_first_batches(train_dl, num_batches)
+    def _optimizer_update(self, step: int, data_position: Any) -> None:
+        run = self._run
+        if self.run_config.gradient_clip_value is not None:
+            self._clip_gradients()
+        self.optimizer_step()
+        run.num_updates += 1
+        if self.scheduler is not None and not self._accelerator.optimizer_step_was_skipped:
+            self.scheduler_step()
+        self.optimizer_zero_grad()
+        run.record_update(step + 1, data_position)
+        self.callback_handler.call_event("on_train_update_end", self, step=step, num_updates=run.num_updates)
+        signals = run.signals
+        if signals is not None and run.num_updates % self.preemption_check_interval == 0 and signals.poll():
+            raise _StopRequested(signals.signal_number)
 
-    def _run_eval_epoch(self, valid_dl: Any, is_training: bool = True, is_intermediate: bool = False) -> None:
-        was_training = self.model.training
+    def _epoch_steps(self, dataloader: Any, training: bool = True) -> data.EpochSteps:
+        """The steps of an epoch over ``dataloader``; a training epoch resumed in the middle
+        continues after the steps already done (or, for data that cannot, starts again)."""
+        run, start, rest = self._run, 0, None
+        if training and hasattr(dataloader, "set_epoch"):
+            dataloader.set_epoch(self.run_history.current_epoch - 1)
+        if training and run.epoch_step:
+            rest = self._rest_of_epoch(dataloader, run.epoch_step)
+            start = run.epoch_step if rest is not None else 0
+            if rest is None:
+                run.start_epoch()
+        steps = data.EpochSteps(dataloader, self._accelerator.num_processes, run.control_group, start, rest)
+        if training:
+            run.epoch_steps = steps
+        return steps
+
+    def _rest_of_epoch(self, dataloader: Any, steps_done: int) -> Any:
+        if not data.is_stream(dataloader):
+            if isinstance(dataloader, DataLoaderSlice):  # a limited loader stays limited
+                rest = self._accelerator.skip_first_batches(dataloader.dl, steps_done)
+                return DataLoaderSlice(rest, max(dataloader.slice_size - steps_done, 0))
+            return self._accelerator.skip_first_batches(dataloader, steps_done)
+        if self._run.data_position is not None and data.is_stateful(dataloader):
+            dataloader.load_state_dict(self._run.data_position)
+            return dataloader
+        warnings.warn(
+            f"Resuming in the middle of epoch {self.run_history.current_epoch}, but the training data is an iterable "
+            "dataset that cannot save its position, so the epoch starts again from its beginning.",
+            UserWarning,
+            stacklevel=4,
+        )
+        return None
+
+    def _run_eval_epoch(self, valid_dl: Any, is_training: bool = True, is_intermediate: bool = False) -> float:
+        run, was_training = self._run, self.model.training
         self.eval_epoch_start()
-        self._eval_loss_tracker.reset()
+        run.eval_loss_tracker.reset()
         self.callback_handler.call_event("on_eval_epoch_start", self, is_intermediate=is_intermediate)
+        steps = self._epoch_steps(valid_dl, training=False)
         with torch.no_grad():
-            for step, batch in enumerate(valid_dl):
+            for step, batch in steps:
                 self.callback_handler.call_event("on_eval_step_start", self)
                 batch_output = self.calculate_eval_batch_loss(batch)
                 if step == 0:
-                    _check_batch_output(batch_output, "calculate_eval_batch_loss")
-                self._eval_loss_tracker.update(batch_output["loss"], batch_output["batch_size"])
+                    _checks.check_batch_output(batch_output, "calculate_eval_batch_loss")
+                if steps.is_empty:
+                    batch_output["loss"], batch_output["batch_size"] = torch.zeros_like(batch_output["loss"]), 0
+                else:
+                    run.eval_loss_tracker.update(batch_output["loss"], batch_output["batch_size"])
                 self.callback_handler.call_event("on_eval_step_end", self, batch=batch, batch_output=batch_output)
+                if (step + 1) % self.preemption_check_interval == 0:
+                    self._poll_signals()
         self.eval_epoch_end()
-        if is_intermediate:
-            metric = "intermediate_eval_loss"
-        else:
-            metric = "eval_loss_epoch" if is_training else "evaluation_loss"
-        self.run_history.update_metric(metric, self._epoch_loss(self._eval_loss_tracker))
+        metric = "eval_loss_epoch" if is_training else "evaluation_loss"
+        loss = self._record_epoch_loss("intermediate_eval_loss" if is_intermediate else metric, run.eval_loss_tracker)
         self.callback_handler.call_event("on_eval_epoch_end", self, is_intermediate=is_intermediate)
         if was_training:
             self.model.train()
+        return loss
+
+    def run_eval_epoch(
+        self,
+        dataloader: Any = None,
+        *,
+        model: torch.nn.Module | None = None,
+        callbacks: CallbackHandler | Iterable[Any] | None = None,
+        metric_prefix: str | None = None,
+        is_intermediate: bool = False,
+    ) -> float:
+        """Run one evaluation epoch now and return its loss: what a plugin calls to evaluate in
+        the middle of training (step-based evaluation) or to evaluate another model (an EMA).
+
+        :param dataloader: the prepared loader to evaluate; the run's eval loader by default.
+        :param model: evaluate this module instead of the trainer's model.
+        :param callbacks: call these (a :class:`CallbackHandler` or callbacks) instead of the
+            trainer's callbacks during the evaluation.
+        :param metric_prefix: record the loss (and callbacks' metrics) with this run-history
+            prefix, e.g. ``"ema_model_"``.
+        :param is_intermediate: fire the eval events with ``is_intermediate=True`` and record
+            ``intermediate_eval_loss``.
+        """
+        dataloader = dataloader if dataloader is not None else self._run.eval_dataloader
+        if dataloader is None:
+            raise ValueError("run_eval_epoch needs a data loader: the run has no eval_dataset; pass `dataloader`.")
+        saved = (self.model, self.callback_handler, self.run_history.metric_name_prefix)
+        self.model = model if model is not None else self.model
+        if callbacks is not None:
+            self.callback_handler = callbacks if isinstance(callbacks, CallbackHandler) else CallbackHandler(callbacks)
+        if metric_prefix is not None:
+            self.run_history.set_metric_name_prefix(metric_prefix)
+        try:
+            return self._run_eval_epoch(dataloader, is_training=self._run.training, is_intermediate=is_intermediate)
+        finally:
+            self.model, self.callback_handler = saved[0], saved[1]
+            self.run_history.set_metric_name_prefix(saved[2])
+
+    def _poll_signals(self) -> None:
+        signals = self._run.signals
+        if signals is not None:
+            signal_number = signals.poll()
+            if signal_number:
+                raise _StopRequested(signal_number)
+
+    def _agree_on_signals(self) -> None:
+        signals = self._run.signals
+        if signals is not None:
+            signal_number = signals.agree()
+            if signal_number:
+                raise _StopRequested(signal_number)
 
     def _stop_for_preemption(self, signal_number: int) -> None:
-        state_dir = os.fspath(self.preemption_save_dir) if self.preemption_save_dir is not None else None
+        run = self._run
+        save_dir = self.preemption_save_dir if run.training else None
+        state_dir = os.fspath(save_dir) if save_dir is not None else None
         if state_dir is not None:
             self.save_training_state(state_dir)
         self.callback_handler.call_event("on_preemption", self, signal_number=signal_number, state_dir=state_dir)
-        error = TrainingPreempted(signal_number, state_dir, self.run_history.current_epoch, self._position.num_updates)
+        error = TrainingPreempted(signal_number, state_dir, self.run_history.current_epoch, run.num_updates)
         self._accelerator.print(error)
         raise error
 
@@ -570,33 +644,55 @@ class Trainer:
 
     def _max_steps_reached(self) -> bool:
         max_steps = self.run_config.max_num_train_steps
-        return max_steps is not None and self._position.num_updates >= max_steps
+        return max_steps is not None and self._run.num_updates >= max_steps
 
-    def _loss_for_backward(self, loss: torch.Tensor, batch_output: dict[str, Any], ga: int) -> torch.Tensor:
+    def _loss_for_backward(
+        self, loss: torch.Tensor, batch_output: dict[str, Any], ga: int, steps: data.EpochSteps
+    ) -> torch.Tensor:
+        num_processes, deepspeed = self._accelerator.num_processes, self._accelerator.distributed_type
+        if steps.is_empty:
+            return loss * 0  # zero gradients, but the step's collectives still run
+        if steps.num_active < num_processes:
+            # Processes out of data contribute zero gradients: scale so that the update is the
+            # mean over the processes that had data, not over all.
+            loss = loss * (num_processes / steps.num_active)
         if "num_items_in_batch" in batch_output:
             # The loss is already normalised over the whole accumulation window; DDP averages
             # gradients over processes, so undo that average when accumulating.
-            if ga > 1 and self._accelerator.num_processes > 1:
-                loss = loss * self._accelerator.num_processes
-            if ga > 1 and self._accelerator.distributed_type == DistributedType.DEEPSPEED:
+            if ga > 1 and num_processes > 1:
+                loss = loss * num_processes
+            if ga > 1 and deepspeed == DistributedType.DEEPSPEED:
                 loss = loss * ga  # the engine divides every loss by its accumulation steps
             return loss
-        if ga == 1 or self._accelerator.distributed_type == DistributedType.DEEPSPEED:
+        if ga == 1 or deepspeed == DistributedType.DEEPSPEED:
             return loss  # the DeepSpeed engine divides by its accumulation steps itself
         return loss / ga
 
-    def _epoch_loss(self, tracker: LossTracker) -> float:
-        """The sample-weighted mean loss over every process (one host read per epoch)."""
+    def _record_epoch_loss(self, metric: str, tracker: LossTracker) -> float:
+        """Record the epoch's sample-weighted mean loss over every process (one host read)."""
         total, count = tracker.total_loss, tracker.running_count
         if self._accelerator.num_processes > 1:
-            stats = torch.stack(
-                [
-                    torch.as_tensor(total, dtype=torch.float32, device=self.device).reshape(()),
-                    torch.tensor(float(count), device=self.device),
-                ]
+            total, count = training_state.loss_partial_sum(self._accelerator, total, count)
+        if not count:
+            warnings.warn(
+                f"{metric} is not recorded for epoch {self.run_history.current_epoch}: the epoch had no samples on any "
+                "process (an empty dataset, or an IterableDataset whose __iter__ does not start again each epoch).",
+                RuntimeWarning,
+                stacklevel=3,
             )
-            total, count = self._accelerator.reduce(stats, reduction="sum").tolist()
-        return float(total) / count if count else float("nan")
+            return float("nan")
+        loss = float(total) / count
+        self.run_history.update_metric(metric, loss)
+        if metric == "train_loss_epoch" and not math.isfinite(loss) and not self._run.warned_non_finite:
+            self._run.warned_non_finite = True
+            warnings.warn(
+                f"train_loss_epoch is {loss} in epoch {self.run_history.current_epoch}: training diverged (lower the "
+                "learning rate, clip gradients, check the data), and the weights are probably no longer finite. Add "
+                "the terminate-on-nan callback to stop such runs automatically.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return loss
 
     def _notify_exception(self, exc: BaseException) -> None:
         if isinstance(exc, StopTrainingError):
@@ -612,44 +708,33 @@ class Trainer:
 
     def create_train_dataloader(self, batch_size: int, train_dl_kwargs: dict[str, Any] | None = None) -> DataLoader:
         """Build the training ``DataLoader`` from the defaults updated with ``train_dl_kwargs``."""
-        self._train_dl_kwargs = _merge_dl_kwargs(
-            self.get_default_train_dl_kwargs(batch_size), train_dl_kwargs, self.train_dataset
+        self._train_dl_kwargs = data.merge_dataloader_kwargs(
+            "train_dataloader_kwargs",
+            self.get_default_train_dl_kwargs(batch_size),
+            train_dl_kwargs,
+            self.train_dataset,
+            self.preemption_signals if self.handle_signals else (),
         )
         return DataLoader(self.train_dataset, collate_fn=self.collate_fn, **self._train_dl_kwargs)  # type: ignore[arg-type]
 
     def create_eval_dataloader(self, batch_size: int, eval_dl_kwargs: dict[str, Any] | None = None) -> DataLoader:
         """Build the evaluation ``DataLoader`` from the defaults updated with ``eval_dl_kwargs``."""
-        self._eval_dl_kwargs = _merge_dl_kwargs(
-            self.get_default_eval_dl_kwargs(batch_size), eval_dl_kwargs, self.eval_dataset
+        self._eval_dl_kwargs = data.merge_dataloader_kwargs(
+            "eval_dataloader_kwargs",
+            self.get_default_eval_dl_kwargs(batch_size),
+            eval_dl_kwargs,
+            self.eval_dataset,
+            self.preemption_signals if self.handle_signals else (),
         )
         return DataLoader(self.eval_dataset, collate_fn=self.collate_fn, **self._eval_dl_kwargs)  # type: ignore[arg-type]
 
     def get_default_train_dl_kwargs(self, batch_size: int) -> dict[str, Any]:
-        """Shuffled batches of ``batch_size``; see :func:`default_num_workers` for workers."""
-        return self._default_dl_kwargs(batch_size, self.train_dataset, shuffle=True)
+        """Shuffled batches of ``batch_size``; see :func:`pa_core.data.default_num_workers` for workers."""
+        return data.default_dataloader_kwargs(self.train_dataset, batch_size, True, self.device.type == "cuda")
 
     def get_default_eval_dl_kwargs(self, batch_size: int) -> dict[str, Any]:
-        """Unshuffled batches of ``batch_size``; see :func:`default_num_workers` for workers."""
-        return self._default_dl_kwargs(batch_size, self.eval_dataset, shuffle=False)
-
-    def _default_dl_kwargs(self, batch_size: int, dataset: Any, shuffle: bool) -> dict[str, Any]:
-        num_workers = default_num_workers(dataset)
-        kwargs: dict[str, Any] = {
-            "shuffle": shuffle,
-            "pin_memory": self.device.type == "cuda",
-            "batch_size": batch_size,
-            "num_workers": num_workers,
-            # The loader's own generator (re-seeded each epoch by Accelerate's seedable
-            # sampler) keeps starting an epoch from drawing on the global RNG, so a run
-            # resumed mid-epoch replays the same random numbers (dropout, augmentation).
-            "generator": torch.Generator(),
-        }
-        if num_workers:
-            from pa_core.utils import worker_init_fn
-
-            kwargs["worker_init_fn"] = worker_init_fn
-            kwargs["persistent_workers"] = True
-        return kwargs
+        """Unshuffled batches of ``batch_size``; see :func:`pa_core.data.default_num_workers` for workers."""
+        return data.default_dataloader_kwargs(self.eval_dataset, batch_size, False, self.device.type == "cuda")
 
     def create_scheduler(self) -> Any:
         """Call ``create_scheduler_fn`` with the optimizer, placeholders substituted."""
@@ -668,11 +753,12 @@ class Trainer:
 
         Return a dict with ``loss`` (a scalar tensor), ``model_outputs`` and ``batch_size``;
         optionally ``num_items_in_batch`` when the loss is already normalised over every item
-        of the gradient-accumulation window. Override for other batch layouts.
+        of the gradient-accumulation window. Override for other batch layouts. At the end of an
+        epoch on several processes, a process out of data gets an empty batch (zero rows).
         """
-        xb, yb = _inputs_and_targets(batch, "calculate_train_batch_loss")
+        xb, yb = _checks.inputs_and_targets(batch, "calculate_train_batch_loss")
         model_outputs = self.model(xb)
-        loss = _call_loss_func(self.loss_func, model_outputs, yb, "calculate_train_batch_loss")
+        loss = _checks.call_loss_func(self.loss_func, model_outputs, yb, "calculate_train_batch_loss")
         return {"loss": loss, "model_outputs": model_outputs, "batch_size": yb.size(0)}
 
     def backward_step(self, loss: torch.Tensor) -> None:
@@ -705,9 +791,9 @@ class Trainer:
 
     def calculate_eval_batch_loss(self, batch: Any) -> dict[str, Any]:
         """Forward one evaluation batch (under ``torch.no_grad``); same contract as training."""
-        xb, yb = _inputs_and_targets(batch, "calculate_eval_batch_loss")
+        xb, yb = _checks.inputs_and_targets(batch, "calculate_eval_batch_loss")
         model_outputs = self.model(xb)
-        loss = _call_loss_func(self.loss_func, model_outputs, yb, "calculate_eval_batch_loss")
+        loss = _checks.call_loss_func(self.loss_func, model_outputs, yb, "calculate_eval_batch_loss")
         return {"loss": loss, "model_outputs": model_outputs, "batch_size": yb.size(0)}
 
     def eval_epoch_end(self) -> None:
@@ -743,14 +829,14 @@ class Trainer:
         dataset = dataset if dataset is not None else self.eval_dataset
         if dataset is None:
             raise ValueError("evaluate() needs a dataset: pass `dataset` (no eval_dataset was given to train()).")
-        _check_dataset("dataset", dataset)
-        _check_positive_int("per_device_batch_size", per_device_batch_size)
+        _checks.check_dataset("dataset", dataset)
+        _checks.check_positive_int("per_device_batch_size", per_device_batch_size)
         self.eval_dataset = dataset
         if collate_fn is not None:
             self.collate_fn = collate_fn
         self.run_history.reset()
-        self._accelerator = self._new_accelerator()
-        self._eval_dataloader = self.create_eval_dataloader(per_device_batch_size, dataloader_kwargs)
+        self._start_run(training=False)
+        eval_dl = self.create_eval_dataloader(per_device_batch_size, dataloader_kwargs)
         deepspeed_plugin = self._accelerator.state.deepspeed_plugin
         if deepspeed_plugin is not None and deepspeed_plugin.zero_stage != 3:
             # DeepSpeed builds ZeRO stage 1/2 engines only around an optimizer, and evaluation
@@ -759,29 +845,20 @@ class Trainer:
         else:
             self.model = self._accelerator.prepare(self.model)
         self._wrapped_model = self.model
-        self._eval_dataloader = self._prepare_eval_dataloader(self._eval_dataloader)
-        if self._accelerator.num_processes > 1:
-            _check_distributed_eval_size(
-                dataset,
-                self._eval_dl_kwargs.get("batch_size", per_device_batch_size),
-                self._accelerator.num_processes,
-                self._eval_dl_kwargs.get("drop_last", False),
-            )
+        self._run.eval_dataloader = self._prepare_dataloader(eval_dl)
+        self._run_guarded(self._run_evaluation)
+
+    def _run_evaluation(self) -> None:
+        self.evaluation_run_start()
+        self.callback_handler.call_event("on_evaluation_run_start", self)
         try:
-            self.evaluation_run_start()
-            self.callback_handler.call_event("on_evaluation_run_start", self)
-            try:
-                self._run_eval_epoch(self._eval_dataloader, is_training=False)
-            except StopTrainingError as error:
-                self._accelerator.print(error)
-                self.callback_handler.call_event("on_stop_training_error", self, error=error)
-            self.evaluation_run_end()
-            self.callback_handler.call_event("on_evaluation_run_end", self)
-        except BaseException as exc:
-            self._notify_exception(exc)
-            raise
-        finally:
-            self._unwrap_after_run()
+            self._run_eval_epoch(self._run.eval_dataloader, is_training=False)
+        except StopTrainingError as error:
+            self._accelerator.print(error)
+            self.callback_handler.call_event("on_stop_training_error", self, error=error)
+        self.evaluation_run_end()
+        self.callback_handler.call_event("on_evaluation_run_end", self)
+        self._agree_on_signals()
 
     # ------------------------------------------------------------------------------------
     # Checkpoints
@@ -802,8 +879,7 @@ class Trainer:
         and ``checkpoint_kwargs`` at the top level. Call it on every process; the file is
         written by the main process of each node (``save_per_node``) or of the world only.
         """
-        model = self.model
-        wrapped = getattr(self, "_wrapped_model", None)
+        model, wrapped = self.model, self._wrapped_model
         if wrapped is not None and wrapped is not model and self._accelerator.unwrap_model(wrapped) is model:
             model = wrapped  # after train(): sharded engines (DeepSpeed ZeRO-3) gather through their wrapper
         model_state = self._accelerator.get_state_dict(model, unwrap=True)
@@ -860,69 +936,57 @@ class Trainer:
         """Save everything needed to continue this run with ``train(resume_from=output_dir)``.
 
         Accelerate writes the model, optimizer, RNG and gradient-scaler states (sharded
-        where the model is); pa adds the epoch and step, run history, scheduler, loss
-        tracker and callback states. The folder appears complete or not at all. Call it on
-        every process. States saved at an optimizer update (``on_train_update_end``) or at an
-        epoch's end (``on_training_run_epoch_end``) resume exactly.
+        where the model is); pa adds the epoch and position, run history, scheduler, loss
+        tracker and callback states (:mod:`pa_core.training_state` describes the folder). The
+        folder appears complete or not at all. Call it on every process. States saved at an
+        optimizer update (``on_train_update_end``) or at an epoch's end
+        (``on_training_run_epoch_end``) resume exactly.
         """
-        final_dir = Path(output_dir)
-        tmp_dir = final_dir.with_name(final_dir.name + ".incomplete")
-        if self._accelerator.is_main_process and tmp_dir.exists():
-            shutil.rmtree(tmp_dir)  # left by a save that was killed
-        self._accelerator.wait_for_everyone()
-        self._accelerator.save_state(str(tmp_dir))
-        position = self._position.state_dict()
-        if self._accelerator.num_processes > 1:
-            # The epoch's partial loss, summed over processes; restored on the main process only,
-            # so the epoch-end sum over processes counts it once.
-            partial = torch.stack(
-                [
-                    position["loss_total"].to(self.device),
-                    torch.tensor(float(position["loss_count"]), device=self.device),
-                ]
-            )
-            total, count = self._accelerator.reduce(partial, reduction="sum").tolist()
-            position["loss_total"], position["loss_count"] = torch.tensor(total), int(count)
+        run = self._run
+        position = run.position()
+        position["loss_total"], position["loss_count"] = training_state.loss_partial_sum(
+            self._accelerator, position["loss_total"], position["loss_count"]
+        )
         metadata = {
-            "format": 1,
             "epoch": self.run_history.current_epoch,
-            "first_epoch": self._first_epoch,
+            "first_epoch": run.first_epoch,
             "position": position,
+            "per_device_batch_size": self.run_config.train_per_device_batch_size if self.run_config else None,
             "run_history": self.run_history.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "callbacks": self.callback_handler.state_dict(),
             "checkpoint_kwargs": checkpoint_kwargs or {},
         }
-        if self._accelerator.is_main_process:
-            atomic_save(metadata, tmp_dir / TRAINER_STATE_FILE)
-        self._accelerator.wait_for_everyone()
-        if self._accelerator.is_main_process:
-            replace_directory(tmp_dir, final_dir)
-        self._accelerator.wait_for_everyone()
+        training_state.write_training_state(self._accelerator, output_dir, metadata, run.data_position)
 
-    def load_training_state(self, input_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    def load_training_state(self, input_dir: str | os.PathLike[str], restore_position: bool = True) -> dict[str, Any]:
         """Restore a state written by :meth:`save_training_state`; returns pa's metadata.
 
         ``train(resume_from=...)`` calls this after preparing the run; call it yourself only
-        on a trainer whose model and optimizer are prepared (inside a run).
+        on a trainer whose model and optimizer are prepared (inside a run, e.g. in
+        ``on_training_run_start``). ``restore_position=False`` restores the model, optimizer,
+        scheduler and random states only, for a new run that starts from a saved state.
         """
-        input_dir = _check_training_state_dir("input_dir", input_dir)
-        verify_training_state_files(input_dir)
-        metadata = safe_load(input_dir / TRAINER_STATE_FILE)
-        self._accelerator.load_state(str(input_dir))
-        self.run_history.load_state_dict(metadata["run_history"])
-        if metadata["scheduler"] is not None and self.scheduler is not None:
+        path = training_state.find_training_state(input_dir, argument="input_dir")
+        metadata, data_position = training_state.load_training_state_files(self._accelerator, path)
+        if metadata.get("scheduler") is not None and self.scheduler is not None:
             self.scheduler.load_state_dict(metadata["scheduler"])
+        if not restore_position:
+            return metadata
+        run = self._run
+        self.run_history.load_state_dict(metadata["run_history"])
         self.callback_handler.load_state_dict(metadata["callbacks"])
-        self._position = _RunPosition.from_state_dict(metadata["position"], device=self.device)
+        run.restore_position(metadata["position"], self.device)
+        run.data_position = data_position
         # The resumed run ends where the interrupted one would have: num_epochs counted from the
         # epoch that run started with (which may be after 1 when it kept an earlier run's history).
-        self._first_epoch = metadata.get("first_epoch", 1)
+        run.first_epoch = metadata.get("first_epoch", 1)
+        run.last_epoch = run.first_epoch - 1 + self.run_config.num_epochs
         if not self._accelerator.is_main_process:  # the saved partial loss is the sum over processes
-            self._position.loss_total, self._position.loss_count = 0, 0
-        if self._position.epoch_done:  # saved at an epoch's end: continue with the next epoch
+            run.forget_partial_loss()
+        if run.epoch_done:  # saved at an epoch's end: continue with the next epoch
             self.run_history._increment_epoch()
-            self._position = _RunPosition(num_updates=self._position.num_updates)
+            run.start_epoch()
         return metadata
 
 
@@ -931,7 +995,7 @@ class TrainerWithTimmScheduler(Trainer):
     update and ``step(epoch)`` at the end of every training epoch."""
 
     def scheduler_step(self) -> None:
-        self.scheduler.step_update(num_updates=self._position.num_updates)
+        self.scheduler.step_update(num_updates=self.run_state.num_updates)
 
     def train_epoch_end(self) -> None:
         if self.scheduler is not None:
@@ -943,38 +1007,13 @@ class TrainerWithTimmScheduler(Trainer):
 # ----------------------------------------------------------------------------------------
 
 
-class _RunPosition:
-    """Where the run is: what a training state records so a resumed run continues exactly."""
+class _StopRequested(BaseException):
+    """Unwinds the loop to the run's top level when it must stop for a preemption signal (a
+    BaseException, so that no ``except Exception`` in a callback can swallow it)."""
 
-    def __init__(self, num_updates: int = 0) -> None:
-        self.num_updates = num_updates  # optimizer updates since the run started
-        self.batches_done = 0  # batches of the current epoch finished at the last update
-        self.loss_total: Any = 0  # the epoch's loss tracker at the last update
-        self.loss_count = 0
-        self.train_done = False
-        self.epoch_done = False
-
-    def record_update(self, batches_done: int, tracker: LossTracker) -> None:
-        self.batches_done = batches_done
-        self.loss_total, self.loss_count = tracker.total_loss, tracker.running_count
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "num_updates": self.num_updates,
-            "batches_done": 0 if self.train_done else self.batches_done,
-            "loss_total": torch.as_tensor(self.loss_total, dtype=torch.float32).cpu(),
-            "loss_count": self.loss_count,
-            "epoch_done": self.epoch_done,
-        }
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, Any], device: torch.device) -> _RunPosition:
-        position = cls(num_updates=state["num_updates"])
-        position.batches_done = state["batches_done"]
-        position.loss_total = state["loss_total"].to(device)
-        position.loss_count = state["loss_count"]
-        position.epoch_done = state["epoch_done"]
-        return position
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal_number)
+        self.signal_number = signal_number
 
 
 def _available_callbacks(callbacks: Iterable[Any]) -> list[Any]:
@@ -993,182 +1032,20 @@ def _available_callbacks(callbacks: Iterable[Any]) -> list[Any]:
     return available
 
 
-def _forget_single_process_state() -> None:
-    """Drop an Accelerate state that counts one process while several were launched.
-
-    Under torchrun on a machine without an accelerator, a ``PartialState()`` made before the
-    Trainer (by the user's script, a test fixture or a library) counts one process, and every
-    later Accelerator would silently reuse it: each process would train alone on all the data.
-    Dropping it is safe: the state made next reuses the process group it may have started.
-    """
-    from accelerate.state import AcceleratorState, PartialState
-
-    if PartialState._shared_state.get("num_processes") == 1:
-        AcceleratorState._reset_state(reset_partial_state=True)
+def _with_batch_limit(callbacks: list[Any]) -> list[Any]:
+    """A Trainer created while ``PT_ACC_LIMIT_BATCHES`` is set limits its batches (``LimitBatches``)."""
+    limit = limit_batches_from_env()
+    if limit is None or any(cb is LimitBatchesCallback or isinstance(cb, LimitBatchesCallback) for cb in callbacks):
+        return callbacks
+    return [LimitBatchesCallback(limit), *callbacks]
 
 
-def _accelerator_device_available() -> bool:
-    xpu = getattr(torch, "xpu", None)
-    mps = getattr(torch.backends, "mps", None)
-    return bool(
-        torch.cuda.is_available()
-        or (xpu is not None and xpu.is_available())
-        or (mps is not None and mps.is_available())
-    )
-
-
-def _limit_batches_from_env() -> int | None:
-    value = os.environ.get(LIMIT_BATCHES_ENV, "").strip()
-    if value.lower() in ("", "none"):
-        return None
-    try:
-        limit = int(value)
-    except ValueError:
-        limit = 0
-    if limit < 1:
-        raise ValueError(f"{LIMIT_BATCHES_ENV} must be a positive integer or 'none', got {value!r}.")
-    return limit
-
-
-def default_num_workers(dataset: Any) -> int:
-    """DataLoader worker processes for ``dataset``: none for data already in memory.
-
-    A ``TensorDataset``, list or tuple is indexed in microseconds, so worker processes
-    only add start-up and inter-process cost. Other datasets get one worker per CPU
-    available to each device (at most 8).
-    """
-    if dataset is None or isinstance(dataset, (TensorDataset, list, tuple)):
-        return 0
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    devices = max(torch.cuda.device_count(), 1)
-    return min(max(cpus // devices, 1), 8)
-
-
-def _merge_dl_kwargs(defaults: dict[str, Any], overrides: dict[str, Any] | None, dataset: Any) -> dict[str, Any]:
-    kwargs = {**defaults, **(overrides or {})}
-    if "sampler" in kwargs or "batch_sampler" in kwargs or isinstance(dataset, IterableDataset):
-        kwargs.pop("shuffle", None)
-    if "batch_sampler" in kwargs:
-        for key in ("batch_size", "drop_last"):
-            kwargs.pop(key, None)
-    if not kwargs.get("num_workers"):
-        kwargs.pop("persistent_workers", None)
-    return kwargs
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer (1 or more), got {value!r}.")
-
-
-def _check_dataset(name: str, dataset: Any) -> None:
-    if dataset is None:
-        raise ValueError(f"{name} is None; pass a torch Dataset (or any object with __getitem__ and __len__).")
-    if hasattr(dataset, "__len__") and len(dataset) == 0:
-        raise ValueError(f"{name} is empty (len({name}) == 0); it needs at least one sample.")
-
-
-def _check_training_state_dir(name: str, path: str | os.PathLike[str]) -> Path:
-    """The folder holding a complete training state: ``path``, or the previous state kept in
-    ``path.old`` if a save was killed while swapping the folders."""
-    path = Path(path)
-    if (path / TRAINER_STATE_FILE).is_file():
-        return path
-    previous = path.with_name(path.name + ".old")
-    if not path.exists() and (previous / TRAINER_STATE_FILE).is_file():
-        warnings.warn(
-            f"{os.fspath(path)!r} is missing because a save was interrupted; using the previous complete state in "
-            f"{os.fspath(previous)!r}.",
-            UserWarning,
-            stacklevel=3,
-        )
-        return previous
-    raise FileNotFoundError(
-        f"{name}={os.fspath(path)!r} is not a training state written by Trainer.save_training_state "
-        f"(no {TRAINER_STATE_FILE} in it)."
-    )
-
-
-def _check_batch_output(batch_output: Any, method: str) -> None:
-    if not isinstance(batch_output, dict) or "loss" not in batch_output or "batch_size" not in batch_output:
-        found = sorted(batch_output) if isinstance(batch_output, dict) else type(batch_output).__name__
-        raise ValueError(
-            f"{method} must return a dict with 'loss', 'model_outputs' and 'batch_size'; got {found}. "
-            f"Override Trainer.{method} to return them for your batch layout."
-        )
-    loss = batch_output["loss"]
-    if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
-        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-        raise ValueError(
-            f"The loss returned by {method} must be a scalar tensor, got {shape}. Reduce it (e.g. with "
-            f".mean()) in loss_func, or override Trainer.{method}."
-        )
-
-
-def _inputs_and_targets(batch: Any, method: str) -> tuple[Any, Any]:
-    if isinstance(batch, (list, tuple)) and len(batch) >= 2:
-        return batch[0], batch[1]
-    found = f"a {type(batch).__name__}" + (f" of length {len(batch)}" if isinstance(batch, (list, tuple)) else "")
-    keys = f" with keys {sorted(batch)}" if isinstance(batch, dict) else ""
-    raise TypeError(
-        f"The default Trainer.{method} expects each batch to be (inputs, targets); the data loader yielded "
-        f"{found}{keys}. Override Trainer.{method} to unpack your batches (see the README, 'Customising the loop')."
-    )
-
-
-def _call_loss_func(loss_func: Any, model_outputs: Any, targets: Any, method: str) -> torch.Tensor:
-    if loss_func is None:
-        raise ValueError(
-            f"loss_func is None, so the default Trainer.{method} cannot compute a loss. Pass a loss_func, or "
-            f"override Trainer.{method} to take the loss from your model's outputs."
-        )
-    try:
-        return loss_func(model_outputs, targets)
-    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-        if hasattr(exc, "add_note"):
-            exc.add_note(
-                f"(pa: loss_func(model_outputs, targets) failed in Trainer.{method}; model_outputs: "
-                f"{_describe(model_outputs)}, targets: {_describe(targets)}. Check the model's output and the "
-                f"loss function agree, or override Trainer.{method}.)"
-            )
-        raise
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
-    return type(value).__name__
-
-
-def _true_loss(loss: torch.Tensor, batch_output: dict[str, Any], ga: int) -> torch.Tensor:
-    # A loss normalised over the whole accumulation window is ~1/ga of the batch's own mean.
-    return loss * ga if ga > 1 and "num_items_in_batch" in batch_output else loss
-
-
-def _check_distributed_eval_size(dataset: Any, per_device_batch_size: int, num_processes: int, drop_last: bool) -> None:
-    """Refuse an eval batch that cannot give every process a full batch; warn about uneven ends.
-
-    Eval batches are dealt to processes in turn and never padded, so with at least one full
-    batch per process every process gets samples; only the last batches can differ in size.
-    """
-    if not hasattr(dataset, "__len__"):
-        return
-    num_samples = len(dataset)
-    total = per_device_batch_size * num_processes
-    if total > num_samples:
-        raise ValueError(
-            f"The eval total batch size ({per_device_batch_size} per device x {num_processes} processes = {total}) "
-            f"is larger than the eval dataset ({num_samples} samples). Use a per-device eval batch size of at most "
-            f"{max(num_samples // num_processes, 1)} (per_device_batch_size or eval_dataloader_kwargs['batch_size'])."
-        )
-    if num_samples % total and not drop_last:
-        warnings.warn(
-            f"The eval dataset ({num_samples} samples) does not divide into full batches of {total} across "
-            f"{num_processes} processes, so processes end with different batch sizes. Every sample is evaluated "
-            "once; to collect per-sample outputs use trainer.gather(tensor, padding_value=...).",
-            UserWarning,
-            stacklevel=3,
-        )
+def _loader_batch_size(dataloader: Any, kwargs: dict[str, Any], default: int) -> int:
+    """The per-device batch size a loader really uses (user kwargs included)."""
+    size = getattr(dataloader, "batch_size", None)
+    if isinstance(size, int):
+        return size
+    return kwargs.get("batch_size", default) if dataloader is not None else default
 
 
 def _strip_compile_prefix(state_dict: dict[str, Any]) -> dict[str, Any]:

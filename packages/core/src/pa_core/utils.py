@@ -17,10 +17,13 @@ import torch
 from accelerate.state import PartialState
 from torch import nn
 
+from pa_core.callbacks import TrainerCallback
+
 __all__ = [
     "LIMIT_BATCHES_ENV_VAR",
     "DataLoaderSlice",
     "LimitBatches",
+    "LimitBatchesCallback",
     "ModelEma",
     "local_process_zero_first",
     "local_process_zero_only",
@@ -69,6 +72,54 @@ class LimitBatches:
             os.environ.pop(LIMIT_BATCHES_ENV_VAR, None)
         else:
             os.environ[LIMIT_BATCHES_ENV_VAR] = self._previous
+
+
+def limit_batches_from_env() -> int | None:
+    """The limit ``PT_ACC_LIMIT_BATCHES`` sets (None when unset or ``none``)."""
+    value = os.environ.get(LIMIT_BATCHES_ENV_VAR, "").strip()
+    if value.lower() in ("", "none"):
+        return None
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ValueError(f"{LIMIT_BATCHES_ENV_VAR} must be a positive integer or 'none', got {value!r}.")
+    return limit
+
+
+class LimitBatchesCallback(TrainerCallback):
+    """Limits every training and evaluation epoch to ``num_batches`` batches per process, to check
+    quickly that a training script runs end to end.
+
+    This is the one mechanism behind batch limiting: a Trainer created while
+    ``PT_ACC_LIMIT_BATCHES`` is set (by :class:`LimitBatches` or in the shell) puts a
+    ``LimitBatchesCallback`` first in its callbacks. It wraps the run's data loaders in
+    :class:`DataLoaderSlice` at the start of each run; schedules and placeholders are still sized
+    on the full loaders. pa-callbacks publishes it as ``limit-batches``.
+
+    :param num_batches: the most batches per epoch (2 by default, enough for a smoke test).
+    """
+
+    def __init__(self, num_batches: int = 2) -> None:
+        if not isinstance(num_batches, int) or isinstance(num_batches, bool) or num_batches < 1:
+            raise ValueError(
+                f"LimitBatchesCallback(num_batches={num_batches!r}) is not accepted; num_batches must be a positive "
+                "integer."
+            )
+        self.num_batches = num_batches
+
+    def _limit(self, dataloader: Any) -> Any:
+        if dataloader is None or isinstance(dataloader, DataLoaderSlice):
+            return dataloader
+        return DataLoaderSlice(dataloader, self.num_batches)
+
+    def on_training_run_start(self, trainer: Any, **kwargs: Any) -> None:
+        trainer.train_dataloader = self._limit(trainer.train_dataloader)
+        trainer.eval_dataloader = self._limit(trainer.eval_dataloader)
+
+    def on_evaluation_run_start(self, trainer: Any, **kwargs: Any) -> None:
+        trainer.eval_dataloader = self._limit(trainer.eval_dataloader)
 
 
 class DataLoaderSlice:

@@ -138,7 +138,7 @@ def test_intermediate_evaluations_use_their_own_names():
         @hookimpl
         def on_train_update_end(self, trainer, num_updates):
             if num_updates % 4 == 0:
-                trainer._run_eval_epoch(trainer._eval_dataloader, is_intermediate=True)
+                trainer.run_eval_epoch(is_intermediate=True)
 
     hand = HandComputed()
     trainer = make_trainer([EvaluateEveryFourUpdates(), hand, MetricsCallback(accuracy_metrics())])

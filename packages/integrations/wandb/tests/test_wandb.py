@@ -218,7 +218,7 @@ def test_intermediate_evaluations_are_logged_against_updates(make_callback, make
         @hookimpl
         def on_train_update_end(self, trainer, num_updates):
             if num_updates % 2 == 0:
-                trainer._run_eval_epoch(trainer._eval_dataloader, is_intermediate=True)
+                trainer.run_eval_epoch(is_intermediate=True)
 
     trainer = make_trainer([EvaluateEveryTwoUpdates(), make_callback()])
     trainer.train(TRAIN, num_epochs=2, eval_dataset=EVAL, per_device_batch_size=8)

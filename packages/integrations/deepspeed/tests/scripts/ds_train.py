@@ -225,7 +225,7 @@ def run_errors(args, out):
     )
     trainer.train(TRAIN, num_epochs=1, per_device_batch_size=BATCH, gradient_accumulation_steps=2)
     results["catalogue_history"] = history(trainer)
-    results["catalogue_engine"] = type(trainer._accelerator.deepspeed_engine_wrapped.engine).__name__
+    results["catalogue_engine"] = type(trainer.accelerator.deepspeed_engine_wrapped.engine).__name__
     write(out, "errors", results)
 
 

@@ -11,6 +11,7 @@ import torch
 from torchmetrics import Metric, MetricCollection
 
 from pa_core import hookimpl
+from pa_core.data import is_empty_step
 
 if TYPE_CHECKING:
     from pa_core import Trainer
@@ -116,8 +117,8 @@ class MetricsCallback:
 
     @hookimpl
     def on_train_step_end(self, batch: Any, batch_output: dict[str, Any]) -> None:
-        """Update the training metrics with the batch."""
-        if self.train_metrics is not None:
+        """Update the training metrics with the batch (not with an empty one)."""
+        if self.train_metrics is not None and not is_empty_step(batch_output):
             self.update(self.train_metrics, batch, batch_output)
 
     @hookimpl(tryfirst=True)
@@ -135,8 +136,9 @@ class MetricsCallback:
 
     @hookimpl
     def on_eval_step_end(self, batch: Any, batch_output: dict[str, Any]) -> None:
-        """Update the evaluation metrics with the batch."""
-        self.update(self.eval_metrics, batch, batch_output)
+        """Update the evaluation metrics with the batch (not with an empty one)."""
+        if not is_empty_step(batch_output):
+            self.update(self.eval_metrics, batch, batch_output)
 
     @hookimpl(tryfirst=True)
     def on_eval_epoch_end(self, trainer: Trainer, is_intermediate: bool) -> None:

@@ -177,7 +177,7 @@ class WandbCallback:
             return
         self._log_new_metrics(trainer, step_metric=EPOCH_KEY)
         self._epoch = trainer.run_history.current_epoch
-        tracker = trainer._loss_tracker
+        tracker = trainer.loss_tracker
         self._loss_mark = (tracker.total_loss, tracker.running_count)
 
     @hookimpl(tryfirst=True)  # before other callbacks, which may start an intermediate evaluation here
@@ -186,7 +186,7 @@ class WandbCallback:
         self._num_updates = num_updates
         if self.run is None or self.log_every_n_steps is None or num_updates % self.log_every_n_steps:
             return
-        tracker = trainer._loss_tracker
+        tracker = trainer.loss_tracker
         total, count = tracker.total_loss, tracker.running_count
         mark_total, mark_count = self._loss_mark
         values: dict[str, Any] = {}
@@ -351,7 +351,7 @@ class WandbCallback:
 def _is_world_main(trainer: Trainer) -> bool:
     if trainer.run_config is not None:
         return trainer.run_config.is_world_process_zero
-    return trainer._accelerator.is_main_process
+    return trainer.is_world_process_zero
 
 
 def _learning_rates(trainer: Trainer) -> dict[str, float]:

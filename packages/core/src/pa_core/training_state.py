@@ -1,0 +1,259 @@
+"""The training-state folder: what ``Trainer.save_training_state`` writes and
+``train(resume_from=...)`` reads, in one place.
+
+A training state is a folder holding:
+
+- what Accelerate's ``save_state`` writes: the model (``model.safetensors``, or sharded files
+  for FSDP and DeepSpeed), the optimizer (``optimizer.bin``), the gradient scaler, the data
+  samplers and one ``random_states_<rank>.pkl`` per process;
+- ``pa_data_position_<rank>.pt`` per process, when the training data is an iterable dataset
+  that can save its position;
+- ``pa_trainer_state.pt``, pa's metadata: format version, when it was saved, the world size and
+  per-device batch size it was saved with, the epoch and position in it, the run history, the
+  scheduler and callback states and the user's ``checkpoint_kwargs``. It is written last, so a
+  folder that has it is complete.
+
+A folder is written under a temporary name (``<name>.incomplete``) and renamed into place when
+every process has finished, so a reader never sees half of one. A save killed while swapping
+an older state out leaves that older state in ``<name>.old``, which readers fall back on.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pa_core._serialization import UnsafeCheckpointError, atomic_save, replace_directory, safe_load
+
+__all__ = [
+    "TRAINER_STATE_FILE",
+    "TrainingStateInfo",
+    "latest_training_state",
+    "read_training_state",
+]
+
+TRAINER_STATE_FILE = "pa_trainer_state.pt"
+#: 1: round one (no world size); 2: world size, batch size, time, train_done, data positions.
+FORMAT_VERSION = 2
+INCOMPLETE_SUFFIX = ".incomplete"
+PREVIOUS_SUFFIX = ".old"
+
+
+def data_position_file(rank: int) -> str:
+    """The file holding process ``rank``'s position in an iterable training dataset."""
+    return f"pa_data_position_{rank}.pt"
+
+
+@dataclass(frozen=True)
+class TrainingStateInfo:
+    """What a training-state folder says about itself (:func:`read_training_state`)."""
+
+    path: Path
+    format: int
+    epoch: int
+    num_updates: int
+    epoch_step: int
+    epoch_done: bool
+    world_size: int | None
+    per_device_batch_size: int | None
+    saved_at: float | None
+    pa_version: str | None
+    checkpoint_kwargs: dict[str, Any] = field(default_factory=dict)
+    files: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """A few readable lines, as ``pa state inspect`` prints them."""
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.saved_at)) if self.saved_at else "unknown"
+        where = "at the end of the epoch" if self.epoch_done else f"after {self.epoch_step} steps of it"
+        unknown = "unknown"
+        lines = [
+            f"training state {os.fspath(self.path)}",
+            f"  saved:             {when} (format {self.format}, pa {self.pa_version or unknown})",
+            f"  epoch:             {self.epoch} ({where})",
+            f"  optimizer updates: {self.num_updates}",
+            f"  world size:        {self.world_size if self.world_size is not None else unknown}",
+            f"  per-device batch:  {self.per_device_batch_size if self.per_device_batch_size is not None else unknown}",
+        ]
+        if self.checkpoint_kwargs:
+            lines.append(f"  checkpoint_kwargs: {self.checkpoint_kwargs}")
+        lines.append("  files:             " + ", ".join(self.files))
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------
+# Finding and reading
+# ----------------------------------------------------------------------------------------
+
+
+def is_training_state(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a complete training-state folder."""
+    return (Path(path) / TRAINER_STATE_FILE).is_file() and not Path(path).name.endswith(INCOMPLETE_SUFFIX)
+
+
+def find_training_state(path: str | os.PathLike[str], argument: str = "resume_from") -> Path:
+    """The complete training state at ``path``, or the previous one kept in ``path.old`` when a
+    save was killed while swapping the folders. ``argument`` names the caller's parameter in errors."""
+    path = Path(path)
+    if is_training_state(path):
+        return path
+    previous = path.with_name(path.name + PREVIOUS_SUFFIX)
+    if not path.exists() and is_training_state(previous):
+        warnings.warn(
+            f"{os.fspath(path)!r} is missing because a save was interrupted; using the previous complete state in "
+            f"{os.fspath(previous)!r}.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return previous
+    if path.is_dir() and latest_training_state(path) is not None:
+        hint = f" It holds training states: pass resume_from=latest_training_state({os.fspath(path)!r})."
+    elif path.with_name(path.name + INCOMPLETE_SUFFIX).exists():
+        hint = " Only an incomplete save of it exists (the process was stopped while saving)."
+    else:
+        hint = ""
+    raise FileNotFoundError(
+        f"{argument}={os.fspath(path)!r} is not a training state written by Trainer.save_training_state "
+        f"(no {TRAINER_STATE_FILE} in it).{hint}"
+    )
+
+
+def latest_training_state(folder: str | os.PathLike[str]) -> Path | None:
+    """The newest complete training state in ``folder`` (the folder itself or one directly in
+    it), or None when there is none, so that one line serves a first start and every restart::
+
+        trainer.train(..., resume_from=latest_training_state("training_states"))
+
+    States are those written by ``SaveTrainingStateCallback``, by a preemption stop
+    (``Trainer.preemption_save_dir``) or by ``save_training_state``; a folder still being
+    written (or left half-written by a killed process) is never returned. "Newest" is the time
+    of saving recorded in the state.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    candidates = [folder, *(p for p in folder.iterdir() if p.is_dir())]
+    complete = [p for p in candidates if is_training_state(p)]
+    for path in candidates:  # a save killed mid-swap leaves only the previous state, in NAME.old
+        if path.name.endswith(PREVIOUS_SUFFIX) and is_training_state(path):
+            if not path.with_name(path.name[: -len(PREVIOUS_SUFFIX)]).exists():
+                complete.append(path)
+    if not complete:
+        return None
+    return max(complete, key=_saved_at)
+
+
+def _saved_at(path: Path) -> tuple[float, float]:
+    try:
+        saved_at = float(read_metadata(path).get("saved_at") or 0.0)
+    except (UnsafeCheckpointError, OSError, RuntimeError, pickle.UnpicklingError, EOFError):
+        saved_at = 0.0
+    return saved_at, (path / TRAINER_STATE_FILE).stat().st_mtime
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """pa's metadata of a training state (``pa_trainer_state.pt``), loaded safely."""
+    return safe_load(Path(path) / TRAINER_STATE_FILE)
+
+
+def read_training_state(path: str | os.PathLike[str]) -> TrainingStateInfo:
+    """Describe a training-state folder without loading its weights."""
+    path = find_training_state(path, argument="path")
+    metadata = read_metadata(path)
+    position = metadata.get("position", {})
+    return TrainingStateInfo(
+        path=path,
+        format=metadata.get("format", 1),
+        epoch=metadata["epoch"],
+        num_updates=position.get("num_updates", 0),
+        epoch_step=position.get("epoch_step", position.get("batches_done", 0)),
+        epoch_done=bool(position.get("epoch_done", False)),
+        world_size=metadata.get("world_size"),
+        per_device_batch_size=metadata.get("per_device_batch_size"),
+        saved_at=metadata.get("saved_at"),
+        pa_version=metadata.get("pa_version"),
+        checkpoint_kwargs=dict(metadata.get("checkpoint_kwargs") or {}),
+        files=tuple(sorted(p.name for p in path.iterdir())),
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# Writing and loading (used by the Trainer)
+# ----------------------------------------------------------------------------------------
+
+
+def write_training_state(
+    accelerator: Any, output_dir: str | os.PathLike[str], metadata: dict[str, Any], data_position: Any = None
+) -> Path:
+    """Write a complete training state to ``output_dir`` (collective: call on every process)."""
+    from pa_core.__about__ import __version__
+
+    final_dir = Path(output_dir)
+    tmp_dir = final_dir.with_name(final_dir.name + INCOMPLETE_SUFFIX)
+    if accelerator.is_main_process and tmp_dir.exists():
+        shutil.rmtree(tmp_dir)  # left by a save that was killed
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp_dir))
+    if data_position is not None:
+        atomic_save(data_position, tmp_dir / data_position_file(accelerator.process_index))
+    metadata = {
+        "format": FORMAT_VERSION,
+        "saved_at": time.time(),
+        "pa_version": __version__,
+        "world_size": accelerator.num_processes,
+        **metadata,
+    }
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        atomic_save(metadata, tmp_dir / TRAINER_STATE_FILE)  # last: its presence marks a complete state
+        replace_directory(tmp_dir, final_dir)
+    accelerator.wait_for_everyone()
+    return final_dir
+
+
+def verify_training_state_files(directory: Path) -> None:
+    """Check every pickled file of a training state with the same restricted loader Accelerate
+    uses, before Accelerate loads them (it would quietly skip an RNG file it cannot load, and
+    loads custom checkpoint files without restriction)."""
+    from accelerate.utils import load as accelerate_safe_load
+
+    for path in sorted(p for p in directory.iterdir() if p.suffix in (".bin", ".pkl", ".pt")):
+        try:
+            accelerate_safe_load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise UnsafeCheckpointError(
+                f"Refusing to load the training state in {os.fspath(directory)!r}: {path.name} contains pickled "
+                f"objects other than tensors, numbers and plain containers, and loading them could run code. What "
+                f"was found: {str(exc).splitlines()[0]}. If you wrote this state yourself and trust it, load that "
+                "file with torch.load(path, weights_only=False) and restore it by hand."
+            ) from exc
+
+
+def load_training_state_files(accelerator: Any, path: Path) -> tuple[dict[str, Any], Any]:
+    """Restore Accelerate's part of a training state; return pa's metadata and this process's
+    saved data position (or None)."""
+    verify_training_state_files(path)
+    metadata = read_metadata(path)
+    accelerator.load_state(str(path))
+    position_file = path / data_position_file(accelerator.process_index)
+    data_position = safe_load(position_file) if position_file.is_file() else None
+    return metadata, data_position
+
+
+def loss_partial_sum(accelerator: Any, total: Any, count: int) -> tuple[torch.Tensor, int]:
+    """The epoch's partial training loss summed over processes (collective), to save once."""
+    if accelerator.num_processes == 1:
+        return torch.as_tensor(total, dtype=torch.float32).cpu(), int(count)
+    device = accelerator.device
+    partial = torch.stack(
+        [torch.as_tensor(total, dtype=torch.float32).to(device).reshape(()), torch.tensor(float(count), device=device)]
+    )
+    summed_total, summed_count = accelerator.reduce(partial, reduction="sum").tolist()
+    return torch.tensor(summed_total), int(summed_count)

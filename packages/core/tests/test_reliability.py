@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from pa_core import Trainer, UnsafeCheckpointError
+from pa_core._checks import check_training_state_dir
 from pa_core._serialization import safe_load, verify_training_state_files
 from pa_core.testing import make_classification_dataset, tiny_classifier, torchrun_command
-from pa_core.trainer import TRAINER_STATE_FILE, _check_training_state_dir
+from pa_core.trainer import TRAINER_STATE_FILE
 
 SCRIPT = Path(__file__).parent / "scripts" / "preemptible.py"
 
@@ -42,7 +43,7 @@ def _save_forever(directory: Path) -> None:
 def _assert_complete(directory: Path) -> None:
     checkpoint = safe_load(directory / "checkpoint.pt")
     assert set(checkpoint) == {"model_state_dict", "optimizer_state_dict", "iteration"}
-    state_dir = _check_training_state_dir("state", directory / "state")
+    state_dir = check_training_state_dir("state", directory / "state")
     verify_training_state_files(state_dir)
     names = set(os.listdir(state_dir))
     assert {TRAINER_STATE_FILE, "model.safetensors", "optimizer.bin", "random_states_0.pkl"} <= names

@@ -84,17 +84,17 @@ def test_eval_batch_size_checks_apply_only_when_distributed(make_trainer):
 
 
 def test_distributed_eval_size_checks():
-    from pa_core.trainer import _check_distributed_eval_size
+    from pa_core._checks import check_distributed_eval_size
 
     with pytest.raises(ValueError, match=r"eval total batch size \(8 per device x 2 processes = 16\).*10 samples"):
-        _check_distributed_eval_size(list(range(10)), 8, 2, drop_last=False)
+        check_distributed_eval_size(list(range(10)), 8, 2, drop_last=False)
     with pytest.warns(UserWarning, match=r"10 samples\) does not divide into full batches of 8 .*padding_value"):
-        _check_distributed_eval_size(list(range(10)), 4, 2, drop_last=False)
+        check_distributed_eval_size(list(range(10)), 4, 2, drop_last=False)
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _check_distributed_eval_size(list(range(16)), 4, 2, drop_last=False)
+        check_distributed_eval_size(list(range(16)), 4, 2, drop_last=False)
 
 
 def test_accumulation_configured_in_accelerate_must_match_train(train_data):

@@ -26,8 +26,27 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from pa_core import _plugins
 from pa_core._accelerate_shims import optimizer_step_function, optimizer_zero_grad_function
+from pa_core._checks import (
+    check_batch_output,
+    check_distributed_eval_size,
+    check_evaluate_arguments,
+    check_train_arguments,
+    check_trainer_arguments,
+    check_training_state_dir,
+)
 from pa_core._preemption import SignalWatcher, TrainingPreempted
-from pa_core._serialization import atomic_save, replace_directory, safe_load, verify_training_state_files
+from pa_core._serialization import (
+    TRAINER_STATE_FILE,
+    atomic_save,
+    check_checkpoint,
+    check_optimizer_state,
+    check_training_state_files,
+    list_state_files,
+    load_file,
+    load_model_state,
+    read_trainer_state,
+    replace_directory,
+)
 from pa_core.callbacks import CallbackHandler, StopTrainingError
 from pa_core.placeholders import replace_trainer_placeholder_values
 from pa_core.run_config import TrainerRunConfig
@@ -45,7 +64,6 @@ DEFAULT_CALLBACKS: tuple[str, ...] = (
     "log-metrics",
 )
 
-TRAINER_STATE_FILE = "pa_trainer_state.pt"
 LIMIT_BATCHES_ENV = "PT_ACC_LIMIT_BATCHES"
 
 
@@ -84,6 +102,7 @@ class Trainer:
         callbacks: Iterable[Any] = DEFAULT_CALLBACKS,
         run_history: RunHistory | None = None,
     ) -> None:
+        check_trainer_arguments(model, loss_func, optimizer, callbacks)
         self.model = model
         self.loss_func = loss_func
         self.optimizer = optimizer
@@ -258,36 +277,23 @@ class Trainer:
         :param collate_fn: passed to both data loaders.
         :param resume_from: a folder written by ``save_training_state``: continue that run.
         """
-        _check_dataset("train_dataset", train_dataset)
-        if eval_dataset is not None:
-            _check_dataset("eval_dataset", eval_dataset)
-        _check_positive_int("num_epochs", num_epochs)
-        _check_positive_int("per_device_batch_size", per_device_batch_size)
-        _check_positive_int("gradient_accumulation_steps", gradient_accumulation_steps)
-        if max_num_train_steps is not None:
-            _check_positive_int("max_num_train_steps", max_num_train_steps)
-        if gradient_clip_value is not None and not (
-            isinstance(gradient_clip_value, (int, float)) and gradient_clip_value > 0
-        ):
-            raise ValueError(f"gradient_clip_value must be a positive number or None, got {gradient_clip_value!r}.")
-        if create_scheduler_fn is not None and not callable(create_scheduler_fn):
-            raise TypeError(
-                f"create_scheduler_fn must be callable (e.g. a functools.partial), got {create_scheduler_fn!r}."
-            )
-        for name, value in (
-            ("train_dataloader_kwargs", train_dataloader_kwargs),
-            ("eval_dataloader_kwargs", eval_dataloader_kwargs),
-        ):
-            if value is not None and not isinstance(value, dict):
-                raise TypeError(f"{name} must be a dict of DataLoader arguments or None, got {value!r}.")
-        if collate_fn is not None and not callable(collate_fn):
-            raise TypeError(f"collate_fn must be callable or None, got {collate_fn!r}.")
-        if not isinstance(reset_run_history, bool):
-            raise TypeError(f"reset_run_history must be True or False, got {reset_run_history!r}.")
-        if self.optimizer is None:
-            raise ValueError("The Trainer was created with optimizer=None; pass an optimizer to train.")
+        check_train_arguments(
+            train_dataset=train_dataset,
+            num_epochs=num_epochs,
+            eval_dataset=eval_dataset,
+            per_device_batch_size=per_device_batch_size,
+            max_num_train_steps=max_num_train_steps,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            gradient_clip_value=gradient_clip_value,
+            create_scheduler_fn=create_scheduler_fn,
+            train_dataloader_kwargs=train_dataloader_kwargs,
+            eval_dataloader_kwargs=eval_dataloader_kwargs,
+            reset_run_history=reset_run_history,
+            collate_fn=collate_fn,
+            optimizer=self.optimizer,
+        )
         if resume_from is not None:
-            resume_from = _check_training_state_dir("resume_from", resume_from)
+            resume_from = check_training_state_dir("resume_from", resume_from)
 
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
         self.collate_fn, self.create_scheduler_fn = collate_fn, create_scheduler_fn
@@ -407,7 +413,7 @@ class Trainer:
     def _check_eval_batch_size(self) -> None:
         if self._eval_dataloader is None or self.run_config is None or not self.run_config.is_distributed:
             return
-        _check_distributed_eval_size(
+        check_distributed_eval_size(
             self.eval_dataset,
             self.run_config.eval_per_device_batch_size,
             self._accelerator.num_processes,
@@ -465,7 +471,7 @@ class Trainer:
             with self._accelerator.no_sync(self.model) if sync_free and not is_update_step else nullcontext():
                 batch_output = self.calculate_train_batch_loss(batch)
                 if step == first_step:
-                    _check_batch_output(batch_output, "calculate_train_batch_loss")
+                    check_batch_output(batch_output, "calculate_train_batch_loss")
                 loss = batch_output["loss"]
                 self._loss_tracker.update(_true_loss(loss, batch_output, ga), batch_output["batch_size"])
                 self.callback_handler.call_event(
@@ -524,7 +530,7 @@ class Trainer:
                 self.callback_handler.call_event("on_eval_step_start", self)
                 batch_output = self.calculate_eval_batch_loss(batch)
                 if step == 0:
-                    _check_batch_output(batch_output, "calculate_eval_batch_loss")
+                    check_batch_output(batch_output, "calculate_eval_batch_loss")
                 self._eval_loss_tracker.update(batch_output["loss"], batch_output["batch_size"])
                 self.callback_handler.call_event("on_eval_step_end", self, batch=batch, batch_output=batch_output)
         self.eval_epoch_end()
@@ -743,8 +749,7 @@ class Trainer:
         dataset = dataset if dataset is not None else self.eval_dataset
         if dataset is None:
             raise ValueError("evaluate() needs a dataset: pass `dataset` (no eval_dataset was given to train()).")
-        _check_dataset("dataset", dataset)
-        _check_positive_int("per_device_batch_size", per_device_batch_size)
+        check_evaluate_arguments(dataset, per_device_batch_size, dataloader_kwargs, collate_fn)
         self.eval_dataset = dataset
         if collate_fn is not None:
             self.collate_fn = collate_fn
@@ -761,7 +766,7 @@ class Trainer:
         self._wrapped_model = self.model
         self._eval_dataloader = self._prepare_eval_dataloader(self._eval_dataloader)
         if self._accelerator.num_processes > 1:
-            _check_distributed_eval_size(
+            check_distributed_eval_size(
                 dataset,
                 self._eval_dl_kwargs.get("batch_size", per_device_batch_size),
                 self._accelerator.num_processes,
@@ -835,7 +840,7 @@ class Trainer:
 
         Only tensors and plain data are unpickled; anything else is refused.
         """
-        checkpoint = safe_load(checkpoint_path, map_location="cpu")
+        checkpoint = check_checkpoint(load_file(checkpoint_path, "checkpoint"), checkpoint_path)
         if load_optimizer and "optimizer_state_dict" in checkpoint and self.optimizer is None:
             raise ValueError(
                 "The checkpoint holds an optimizer state but this Trainer has no optimizer: create the Trainer "
@@ -846,8 +851,10 @@ class Trainer:
                 "The checkpoint holds a scheduler state but this Trainer has no scheduler (one is created by "
                 "train(create_scheduler_fn=...)); call load_checkpoint(..., load_scheduler=False)."
             )
+        if load_optimizer and "optimizer_state_dict" in checkpoint:
+            check_optimizer_state(self.optimizer, checkpoint["optimizer_state_dict"], checkpoint_path)
         model = self._accelerator.unwrap_model(self.model, keep_torch_compile=False)
-        model.load_state_dict(checkpoint["model_state_dict"])
+        load_model_state(model, checkpoint["model_state_dict"], checkpoint_path)
         if load_optimizer and "optimizer_state_dict" in checkpoint:
             self.optimizer.load_state_dict(checkpoint["optimizer_state_dict"])
         if load_scheduler and "scheduler_state_dict" in checkpoint:
@@ -892,6 +899,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "callbacks": self.callback_handler.state_dict(),
             "checkpoint_kwargs": checkpoint_kwargs or {},
+            "files": list_state_files(tmp_dir),  # so that a missing file is named when loading
         }
         if self._accelerator.is_main_process:
             atomic_save(metadata, tmp_dir / TRAINER_STATE_FILE)
@@ -906,9 +914,9 @@ class Trainer:
         ``train(resume_from=...)`` calls this after preparing the run; call it yourself only
         on a trainer whose model and optimizer are prepared (inside a run).
         """
-        input_dir = _check_training_state_dir("input_dir", input_dir)
-        verify_training_state_files(input_dir)
-        metadata = safe_load(input_dir / TRAINER_STATE_FILE)
+        input_dir = check_training_state_dir("input_dir", input_dir)
+        metadata = read_trainer_state(input_dir)
+        check_training_state_files(input_dir, metadata, optimizer=self.optimizer)
         self._accelerator.load_state(str(input_dir))
         self.run_history.load_state_dict(metadata["run_history"])
         if metadata["scheduler"] is not None and self.scheduler is not None:
@@ -1056,55 +1064,6 @@ def _merge_dl_kwargs(defaults: dict[str, Any], overrides: dict[str, Any] | None,
     return kwargs
 
 
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer (1 or more), got {value!r}.")
-
-
-def _check_dataset(name: str, dataset: Any) -> None:
-    if dataset is None:
-        raise ValueError(f"{name} is None; pass a torch Dataset (or any object with __getitem__ and __len__).")
-    if hasattr(dataset, "__len__") and len(dataset) == 0:
-        raise ValueError(f"{name} is empty (len({name}) == 0); it needs at least one sample.")
-
-
-def _check_training_state_dir(name: str, path: str | os.PathLike[str]) -> Path:
-    """The folder holding a complete training state: ``path``, or the previous state kept in
-    ``path.old`` if a save was killed while swapping the folders."""
-    path = Path(path)
-    if (path / TRAINER_STATE_FILE).is_file():
-        return path
-    previous = path.with_name(path.name + ".old")
-    if not path.exists() and (previous / TRAINER_STATE_FILE).is_file():
-        warnings.warn(
-            f"{os.fspath(path)!r} is missing because a save was interrupted; using the previous complete state in "
-            f"{os.fspath(previous)!r}.",
-            UserWarning,
-            stacklevel=3,
-        )
-        return previous
-    raise FileNotFoundError(
-        f"{name}={os.fspath(path)!r} is not a training state written by Trainer.save_training_state "
-        f"(no {TRAINER_STATE_FILE} in it)."
-    )
-
-
-def _check_batch_output(batch_output: Any, method: str) -> None:
-    if not isinstance(batch_output, dict) or "loss" not in batch_output or "batch_size" not in batch_output:
-        found = sorted(batch_output) if isinstance(batch_output, dict) else type(batch_output).__name__
-        raise ValueError(
-            f"{method} must return a dict with 'loss', 'model_outputs' and 'batch_size'; got {found}. "
-            f"Override Trainer.{method} to return them for your batch layout."
-        )
-    loss = batch_output["loss"]
-    if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
-        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-        raise ValueError(
-            f"The loss returned by {method} must be a scalar tensor, got {shape}. Reduce it (e.g. with "
-            f".mean()) in loss_func, or override Trainer.{method}."
-        )
-
-
 def _inputs_and_targets(batch: Any, method: str) -> tuple[Any, Any]:
     if isinstance(batch, (list, tuple)) and len(batch) >= 2:
         return batch[0], batch[1]
@@ -1143,32 +1102,6 @@ def _describe(value: Any) -> str:
 def _true_loss(loss: torch.Tensor, batch_output: dict[str, Any], ga: int) -> torch.Tensor:
     # A loss normalised over the whole accumulation window is ~1/ga of the batch's own mean.
     return loss * ga if ga > 1 and "num_items_in_batch" in batch_output else loss
-
-
-def _check_distributed_eval_size(dataset: Any, per_device_batch_size: int, num_processes: int, drop_last: bool) -> None:
-    """Refuse an eval batch that cannot give every process a full batch; warn about uneven ends.
-
-    Eval batches are dealt to processes in turn and never padded, so with at least one full
-    batch per process every process gets samples; only the last batches can differ in size.
-    """
-    if not hasattr(dataset, "__len__"):
-        return
-    num_samples = len(dataset)
-    total = per_device_batch_size * num_processes
-    if total > num_samples:
-        raise ValueError(
-            f"The eval total batch size ({per_device_batch_size} per device x {num_processes} processes = {total}) "
-            f"is larger than the eval dataset ({num_samples} samples). Use a per-device eval batch size of at most "
-            f"{max(num_samples // num_processes, 1)} (per_device_batch_size or eval_dataloader_kwargs['batch_size'])."
-        )
-    if num_samples % total and not drop_last:
-        warnings.warn(
-            f"The eval dataset ({num_samples} samples) does not divide into full batches of {total} across "
-            f"{num_processes} processes, so processes end with different batch sizes. Every sample is evaluated "
-            "once; to collect per-sample outputs use trainer.gather(tensor, padding_value=...).",
-            UserWarning,
-            stacklevel=3,
-        )
 
 
 def _strip_compile_prefix(state_dict: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,335 @@
+"""Argument checks for the Trainer: bad input is reported before any work, naming the argument,
+the value received and what to pass instead.
+
+The Trainer calls :func:`check_trainer_arguments` from ``__init__``, :func:`check_train_arguments`
+from ``train()`` and :func:`check_evaluate_arguments` from ``evaluate()``; the smaller checks are
+used by those and by the loop (:func:`check_batch_output` on the first batch of an epoch).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pa_core._serialization import TRAINER_STATE_FILE, CheckpointNotFoundError
+
+__all__ = [
+    "check_batch_output",
+    "check_dataset",
+    "check_distributed_eval_size",
+    "check_evaluate_arguments",
+    "check_optimizer",
+    "check_positive_int",
+    "check_train_arguments",
+    "check_trainer_arguments",
+    "check_training_state_dir",
+]
+
+_EXAMPLE_OPTIMIZER = "torch.optim.AdamW(model.parameters(), lr=1e-3)"
+
+
+# ----------------------------------------------------------------------------------------
+# Trainer()
+# ----------------------------------------------------------------------------------------
+
+
+def check_trainer_arguments(model: Any, loss_func: Any, optimizer: Any, callbacks: Any) -> None:
+    """Check ``Trainer(model, loss_func, optimizer, callbacks)``.
+
+    :raises TypeError: when ``model`` is not an ``nn.Module``, ``loss_func`` is neither callable
+        nor None, ``optimizer`` is not an optimizer instance (a string, or the optimizer class
+        itself), or ``callbacks`` is not a collection of callbacks.
+    :raises ValueError: when none of the optimizer's parameters belong to the model.
+    :warns UserWarning: when some trainable parameters of the model are not in the optimizer.
+    """
+    if not isinstance(model, torch.nn.Module):
+        hint = (
+            " Build the model first (e.g. model = torchvision.models.resnet18()) and pass the module."
+            if isinstance(model, str)
+            else ""
+        )
+        raise TypeError(f"model must be a torch.nn.Module, got {_describe(model)}.{hint}")
+    if _looks_like_optimizer(loss_func) and callable(optimizer):
+        raise TypeError(
+            f"loss_func is an optimizer ({_describe(loss_func)}) and optimizer is {_describe(optimizer)}: the "
+            "arguments look swapped. The order is Trainer(model, loss_func, optimizer); passing them by name "
+            "avoids the mix-up: Trainer(model, loss_func=..., optimizer=...)."
+        )
+    if loss_func is not None and not callable(loss_func):
+        raise TypeError(
+            f"loss_func must be callable as loss_func(model_outputs, targets) (e.g. torch.nn.CrossEntropyLoss()), "
+            f"or None for a model that computes its own loss; got {_describe(loss_func)}."
+        )
+    check_optimizer(optimizer, model, loss_func)
+    if isinstance(callbacks, (str, bytes)):
+        raise TypeError(
+            f"callbacks must be a list of callbacks, got the string {callbacks!r}; for one catalogue name write "
+            f"callbacks=[{callbacks!r}]."
+        )
+    if not isinstance(callbacks, Iterable):
+        raise TypeError(
+            f"callbacks must be a list (or tuple) of callbacks, got {_describe(callbacks)}; for one callback write "
+            "callbacks=[callback]."
+        )
+
+
+def check_optimizer(optimizer: Any, model: torch.nn.Module, loss_func: Any = None) -> None:
+    """Check that ``optimizer`` is None or an optimizer instance over ``model``'s parameters.
+
+    Parameters of ``loss_func`` (when it is a module with parameters of its own) count as the
+    model's.
+
+    :raises TypeError: for a string, an optimizer class, or an object that is not an optimizer.
+    :raises ValueError: when none of the optimizer's parameters belong to the model.
+    :warns UserWarning: naming the trainable parameters of the model the optimizer leaves out.
+    """
+    if optimizer is None:
+        return
+    if isinstance(optimizer, type):
+        example = f"{_class_path(optimizer)}(model.parameters(), lr=...)"
+        raise TypeError(
+            f"optimizer must be an optimizer instance, got the class {_class_path(optimizer)} itself. Create it over "
+            f"the model's parameters and pass that: optimizer={example}."
+        )
+    if isinstance(optimizer, str):
+        raise TypeError(
+            f"optimizer must be an optimizer instance, got the string {optimizer!r}; pa does not create optimizers "
+            f"from names. Pass one created over the model's parameters, e.g. optimizer={_EXAMPLE_OPTIMIZER}."
+        )
+    if not _looks_like_optimizer(optimizer):
+        raise TypeError(
+            f"optimizer must be a torch optimizer (with param_groups, step() and zero_grad()), or None to only "
+            f"evaluate; got {_describe(optimizer)}. Pass e.g. optimizer={_EXAMPLE_OPTIMIZER}."
+        )
+    optimized = [p for group in optimizer.param_groups for p in group.get("params", ())]
+    if not optimized:
+        return  # parameter groups may be added later (e.g. by gradual unfreezing)
+    optimized_ids = {id(p) for p in optimized}
+    named = list(model.named_parameters())
+    known_ids = {id(p) for _, p in named}
+    if isinstance(loss_func, torch.nn.Module):
+        known_ids.update(id(p) for p in loss_func.parameters())
+    if not optimized_ids & known_ids:
+        raise ValueError(
+            f"None of the optimizer's {len(optimized_ids)} parameters belong to the model "
+            f"({type(model).__name__}, {len(known_ids)} parameters), so training would change nothing. The "
+            "optimizer was probably created over another model, or before the model was re-created or copied; "
+            f"create it from this model: optimizer = {type(optimizer).__name__}(model.parameters(), ...)."
+        )
+    left_out = [name for name, p in named if p.requires_grad and id(p) not in optimized_ids]
+    if left_out:
+        shown = ", ".join(left_out[:5]) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")
+        trainable = sum(1 for _, p in named if p.requires_grad)
+        warnings.warn(
+            f"{len(left_out)} of the model's {trainable} trainable parameters are not in the optimizer, so they "
+            f"will not be trained: {shown}. If that is intended, freeze them (param.requires_grad_(False), or "
+            "pa_core.finetuning.ModelFreezer); otherwise create the optimizer over model.parameters().",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+def _looks_like_optimizer(value: Any) -> bool:
+    return (
+        not isinstance(value, type)
+        and hasattr(value, "param_groups")
+        and callable(getattr(value, "step", None))
+        and callable(getattr(value, "zero_grad", None))
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# train() and evaluate()
+# ----------------------------------------------------------------------------------------
+
+
+def check_train_arguments(
+    *,
+    train_dataset: Any,
+    num_epochs: Any,
+    eval_dataset: Any,
+    per_device_batch_size: Any,
+    max_num_train_steps: Any,
+    gradient_accumulation_steps: Any,
+    gradient_clip_value: Any,
+    create_scheduler_fn: Any,
+    train_dataloader_kwargs: Any,
+    eval_dataloader_kwargs: Any,
+    reset_run_history: Any,
+    collate_fn: Any,
+    optimizer: Any,
+) -> None:
+    """Check the arguments of ``Trainer.train`` (``optimizer`` is the trainer's).
+
+    ``resume_from`` is checked by :func:`check_training_state_dir`, which also finds the folder.
+
+    :raises ValueError: for an empty or missing dataset, a count that is not a positive integer,
+        a non-positive clip value, or a Trainer without an optimizer.
+    :raises TypeError: for arguments of the wrong type (a scheduler factory or collate function
+        that is not callable, data-loader arguments that are not a dict).
+    """
+    check_dataset("train_dataset", train_dataset)
+    if eval_dataset is not None:
+        check_dataset("eval_dataset", eval_dataset)
+    check_positive_int("num_epochs", num_epochs)
+    check_positive_int("per_device_batch_size", per_device_batch_size)
+    check_positive_int("gradient_accumulation_steps", gradient_accumulation_steps)
+    if max_num_train_steps is not None:
+        check_positive_int("max_num_train_steps", max_num_train_steps)
+    if gradient_clip_value is not None and (
+        isinstance(gradient_clip_value, bool)
+        or not isinstance(gradient_clip_value, (int, float))
+        or not gradient_clip_value > 0
+    ):
+        raise ValueError(f"gradient_clip_value must be a positive number or None, got {gradient_clip_value!r}.")
+    if create_scheduler_fn is not None and not callable(create_scheduler_fn):
+        raise TypeError(
+            f"create_scheduler_fn must be callable (e.g. a functools.partial), got {create_scheduler_fn!r}."
+        )
+    check_dataloader_kwargs("train_dataloader_kwargs", train_dataloader_kwargs)
+    check_dataloader_kwargs("eval_dataloader_kwargs", eval_dataloader_kwargs)
+    check_collate_fn(collate_fn)
+    if not isinstance(reset_run_history, bool):
+        raise TypeError(f"reset_run_history must be True or False, got {reset_run_history!r}.")
+    if optimizer is None:
+        raise ValueError("The Trainer was created with optimizer=None; pass an optimizer to train.")
+
+
+def check_evaluate_arguments(dataset: Any, per_device_batch_size: Any, dataloader_kwargs: Any, collate_fn: Any) -> None:
+    """Check the arguments of ``Trainer.evaluate`` (``dataset`` after the default is applied)."""
+    check_dataset("dataset", dataset)
+    check_positive_int("per_device_batch_size", per_device_batch_size)
+    check_dataloader_kwargs("dataloader_kwargs", dataloader_kwargs)
+    check_collate_fn(collate_fn)
+
+
+def check_positive_int(name: str, value: Any) -> None:
+    """:raises ValueError: unless ``value`` is an int of at least 1 (``True`` is refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer (1 or more), got {value!r}.")
+
+
+def check_dataset(name: str, dataset: Any) -> None:
+    """:raises ValueError: when ``dataset`` is None or has no samples."""
+    if dataset is None:
+        raise ValueError(f"{name} is None; pass a torch Dataset (or any object with __getitem__ and __len__).")
+    if hasattr(dataset, "__len__") and len(dataset) == 0:
+        raise ValueError(f"{name} is empty (len({name}) == 0); it needs at least one sample.")
+
+
+def check_dataloader_kwargs(name: str, value: Any) -> None:
+    """:raises TypeError: unless ``value`` is None or a dict of ``DataLoader`` arguments."""
+    if value is not None and not isinstance(value, dict):
+        raise TypeError(f"{name} must be a dict of DataLoader arguments or None, got {value!r}.")
+
+
+def check_collate_fn(collate_fn: Any) -> None:
+    """:raises TypeError: unless ``collate_fn`` is None or callable."""
+    if collate_fn is not None and not callable(collate_fn):
+        raise TypeError(f"collate_fn must be callable or None, got {collate_fn!r}.")
+
+
+def check_training_state_dir(name: str, path: str | os.PathLike[str]) -> Path:
+    """The folder holding a complete training state: ``path``, or the previous state kept in
+    ``path.old`` if a save was killed while swapping the folders (with a warning).
+
+    :raises CheckpointNotFoundError: (a ``FileNotFoundError``) when ``path`` holds no training state.
+    """
+    path = Path(path)
+    if (path / TRAINER_STATE_FILE).is_file():
+        return path
+    previous = path.with_name(path.name + ".old")
+    if not path.exists() and (previous / TRAINER_STATE_FILE).is_file():
+        warnings.warn(
+            f"{os.fspath(path)!r} is missing because a save was interrupted; using the previous complete state in "
+            f"{os.fspath(previous)!r}.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return previous
+    what = "does not exist" if not path.exists() else f"has no {TRAINER_STATE_FILE} in it"
+    raise CheckpointNotFoundError(
+        f"{name}={os.fspath(path)!r} is not a training state written by Trainer.save_training_state (the folder "
+        f"{what}). Pass a folder written by save_training_state, or None to start a new run.",
+        path,
+    )
+
+
+def check_distributed_eval_size(dataset: Any, per_device_batch_size: int, num_processes: int, drop_last: bool) -> None:
+    """Refuse an eval batch that cannot give every process a full batch; warn about uneven ends.
+
+    Eval batches are dealt to processes in turn and never padded, so with at least one full
+    batch per process every process gets samples; only the last batches can differ in size.
+    """
+    if not hasattr(dataset, "__len__"):
+        return
+    num_samples = len(dataset)
+    total = per_device_batch_size * num_processes
+    if total > num_samples:
+        raise ValueError(
+            f"The eval total batch size ({per_device_batch_size} per device x {num_processes} processes = {total}) "
+            f"is larger than the eval dataset ({num_samples} samples). Use a per-device eval batch size of at most "
+            f"{max(num_samples // num_processes, 1)} (per_device_batch_size or eval_dataloader_kwargs['batch_size'])."
+        )
+    if num_samples % total and not drop_last:
+        warnings.warn(
+            f"The eval dataset ({num_samples} samples) does not divide into full batches of {total} across "
+            f"{num_processes} processes, so processes end with different batch sizes. Every sample is evaluated "
+            "once; to collect per-sample outputs use trainer.gather(tensor, padding_value=...).",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+# ----------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------
+
+
+def check_batch_output(batch_output: Any, method: str) -> None:
+    """Check what ``calculate_train_batch_loss`` / ``calculate_eval_batch_loss`` returned.
+
+    :raises ValueError: unless it is a dict with ``loss`` (a scalar tensor) and ``batch_size``.
+    """
+    if not isinstance(batch_output, dict) or "loss" not in batch_output or "batch_size" not in batch_output:
+        found = sorted(batch_output) if isinstance(batch_output, dict) else type(batch_output).__name__
+        raise ValueError(
+            f"{method} must return a dict with 'loss', 'model_outputs' and 'batch_size'; got {found}. "
+            f"Override Trainer.{method} to return them for your batch layout."
+        )
+    loss = batch_output["loss"]
+    if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ValueError(
+            f"The loss returned by {method} must be a scalar tensor, got {shape}. Reduce it (e.g. with "
+            f".mean()) in loss_func, or override Trainer.{method}."
+        )
+
+
+# ----------------------------------------------------------------------------------------
+# Describing values
+# ----------------------------------------------------------------------------------------
+
+
+def _class_path(cls: type) -> str:
+    module = cls.__module__
+    if module.startswith("torch.optim."):
+        module = "torch.optim"  # torch.optim.adam.Adam is torch.optim.Adam to its users
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def _describe(value: Any) -> str:
+    """``value`` as an error message shows it: its repr (shortened) and its type."""
+    if isinstance(value, type):
+        return f"the class {_class_path(value)}"
+    if value is None:
+        return "None"
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{text} (a {_class_path(type(value))})"

@@ -7,7 +7,9 @@ order with the same error notes; this script measures what each costs.
 
 1. Per event: ``call_event("on_train_step_end", ...)`` with 0, 1, 3 and 5 callbacks implementing it (hookimpl
    style and upstream style), median of repeated ``timeit`` runs.
-2. Per training step: the benchmark's W1 workload (a 32->32->2 MLP at batch 32, so the loop's own Python work
+2. Python calls per training step (does not depend on the machine's load): 20 steady-state steps of a tiny
+   classifier with pa's default callbacks, counted by package.
+3. Per training step: the benchmark's W1 workload (a 32->32->2 MLP at batch 32, so the loop's own Python work
    decides the step time) with pa's default callbacks, interleaved rounds of both dispatch modes, median step
    time and the median of the per-round ratio pluggy / direct.
 
@@ -23,15 +25,17 @@ import contextlib
 import io
 import os
 import statistics
+import sys
 import time
 import timeit
+from collections import Counter
 
 import torch
 from torch import nn
 
-from pa_core import Trainer, TrainerCallback, hookimpl
+from pa_core import DEFAULT_CALLBACKS, Trainer, TrainerCallback, hookimpl
 from pa_core.callbacks import CallbackHandler
-from pa_core.testing import make_classification_dataset
+from pa_core.testing import make_classification_dataset, tiny_classifier
 
 STEP_KWARGS = {"batch": None, "batch_output": {"loss": None, "batch_size": 32}, "step": 0}
 
@@ -73,6 +77,44 @@ def per_event(repeats: int = 7, number: int = 20000) -> dict[str, dict[str, floa
             row[mode] = statistics.median(times) / number * 1e6  # microseconds per event
         results[f"{count} callback(s)"] = row
     return results
+
+
+def calls_per_step(direct: bool) -> dict[str, float]:
+    """Python function calls per steady-state training step (steps 10 to 30), by package."""
+    counts: Counter[str] = Counter()
+    steps = [0]
+
+    def profile(frame, event, arg):
+        if event == "call":
+            name = frame.f_code.co_filename
+            package = next((p for p in ("pluggy", "pa_core", "pa_callbacks") if f"/{p}/" in name), "other")
+            counts[package] += 1
+
+    class Window:
+        @hookimpl
+        def on_train_step_start(self):
+            steps[0] += 1
+            if steps[0] == 10:
+                sys.setprofile(profile)
+            elif steps[0] == 30:
+                sys.setprofile(None)
+
+    CallbackHandler._direct_dispatch = direct
+    try:
+        model = tiny_classifier()
+        trainer = Trainer(
+            model,
+            nn.CrossEntropyLoss(),
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            callbacks=[Window(), *DEFAULT_CALLBACKS],
+        )
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            trainer.train(make_classification_dataset(num_samples=4 * 40), num_epochs=1, per_device_batch_size=4)
+    finally:
+        sys.setprofile(None)
+        CallbackHandler._direct_dispatch = True
+    counts.pop("other", None)  # torch and the standard library: the same in both modes
+    return {package: count / 20 for package, count in sorted(counts.items())}
 
 
 class Clock(nn.Module):
@@ -136,13 +178,12 @@ def main() -> None:
     print("Per on_train_step_end event (microseconds, median):")
     for label, row in per_event().items():
         print(f"  {label:14s} direct {row['direct']:6.2f}   pluggy {row['pluggy']:6.2f}")
+    for direct in (True, False):
+        print(f"Python calls per step, {'direct' if direct else 'pluggy'}: {calls_per_step(direct)}")
     step = per_step(args.rounds)
     print(f"W1 step with the default callbacks ({args.rounds} interleaved rounds, median):")
     print(f"  direct {step['direct_us']:.1f} us   pluggy {step['pluggy_us']:.1f} us")
-    print(
-        f"  pluggy / direct: {step['ratio_pluggy_over_direct']:.3f} "
-        f"[{step['ratio_q1']:.3f}, {step['ratio_q3']:.3f}]"
-    )
+    print(f"  pluggy / direct: {step['ratio_pluggy_over_direct']:.3f} [{step['ratio_q1']:.3f}, {step['ratio_q3']:.3f}]")
     print(f"load average after: {os.getloadavg()}")
 
 

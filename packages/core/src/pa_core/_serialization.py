@@ -384,8 +384,9 @@ def _torch_optimizer_keys() -> dict[str, frozenset[str]]:
         cls = getattr(torch.optim, name)
         if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)) or cls is torch.optim.Optimizer:
             continue
+        make: Any = cls  # each class has its own constructor arguments; the parameters alone suffice here
         try:
-            group = cls([torch.zeros(2, 2, requires_grad=True)]).param_groups[0]
+            group = make([torch.zeros(2, 2, requires_grad=True)]).param_groups[0]
         except Exception:  # an optimizer that needs arguments we cannot guess
             continue
         keys[name] = frozenset(key for key in group if key != "params")

@@ -229,3 +229,12 @@ def test_signatures_are_read_once_when_the_callback_is_added(make_trainer, train
     assert callback.seen and reads == []
     trainer.callback_handler.add_callback(RecordingCallback())  # re-registration reads them again, once
     assert len(reads) == 4
+
+
+def test_a_refused_callback_leaves_the_handler_as_it_was():
+    recorder = RecordingCallback(events=("on_train_step_end",))
+    handler = CallbackHandler([recorder])
+    with pytest.raises(TypeError, match="42"):
+        handler.add_callbacks([StopAfterFirstEpoch(), 42])
+    assert handler.callbacks == [recorder]
+    assert handler.has_implementations("on_train_step_end") and not handler.has_implementations("on_train_epoch_end")

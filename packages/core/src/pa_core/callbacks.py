@@ -219,9 +219,15 @@ class CallbackHandler:
     callback_list = callbacks
 
     def add_callbacks(self, callbacks: Iterable[Any]) -> None:
-        """Add several callbacks after the existing ones, keeping their order."""
-        for callback in callbacks:
-            self._add(callback)
+        """Add several callbacks after the existing ones, keeping their order; if one is refused,
+        none is added."""
+        before = list(self._callbacks)
+        try:
+            for callback in callbacks:
+                self._add(callback)
+        except Exception:
+            self._callbacks = before
+            raise
         self._rebuild()
 
     def add_callback(self, callback: Any) -> None:
@@ -252,20 +258,22 @@ class CallbackHandler:
             origin = origin or f"catalogue name in {_plugins.CALLBACKS_GROUP}"
         if isinstance(callback, type):
             callback = _instantiate(callback)
-        if origin:
-            self._origins[id(callback)] = origin
+        known = id(callback) in self._origins
+        if origin and not known:
+            self._origins[id(callback)] = origin  # named in messages, from the check below on
         try:
             self._check_callback(callback)
+            if not inspect.ismodule(callback):
+                for existing in self._callbacks:
+                    if type(existing) is type(callback):
+                        raise ValueError(
+                            f"A callback of class {type(callback).__name__} was already added; each callback class "
+                            "can be added once. Remove the duplicate from `callbacks`."
+                        )
         except (TypeError, ValueError):
-            self._origins.pop(id(callback), None)
+            if not known:
+                self._origins.pop(id(callback), None)
             raise
-        if not inspect.ismodule(callback):
-            for existing in self._callbacks:
-                if type(existing) is type(callback):
-                    raise ValueError(
-                        f"A callback of class {type(callback).__name__} was already added; each callback class "
-                        "can be added once. Remove the duplicate from `callbacks`."
-                    )
         self._callbacks.append(callback)
 
     def _check_callback(self, callback: Any) -> None:

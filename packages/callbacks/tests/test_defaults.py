@@ -116,6 +116,15 @@ def test_get_default_callbacks_gives_fresh_instances_in_the_default_order():
     assert len(get_default_callbacks(progress_bar=False)) == 4
 
 
+def test_default_callback_classes_are_the_classes_of_pa_cores_default_names():
+    from pa_core import _plugins
+
+    assert pa_callbacks.DEFAULT_CALLBACK_CLASSES == tuple(
+        _plugins.load_catalogue_callback(name) for name in pa_core.DEFAULT_CALLBACKS
+    )
+    assert tuple(type(cb) for cb in get_default_callbacks()) == pa_callbacks.DEFAULT_CALLBACK_CLASSES
+
+
 def test_upstream_names_are_reexported():
     assert pa_callbacks.TrainerCallback is pa_core.TrainerCallback
     assert pa_callbacks.CallbackHandler is pa_core.CallbackHandler

@@ -234,3 +234,117 @@ def test_the_rewritten_script_imports_with_pa_core():
 
     assert namespace["trainer_class"] is namespace["Trainer"]
     assert namespace["estimate_checkpoint_steps"](1000, 3)
+
+
+# -- DEFAULT_CALLBACKS: classes upstream, catalogue names in pa ---------------------------------------------------
+
+FILTERING_IDIOMS = [
+    "[cb for cb in DEFAULT_CALLBACKS if cb != ProgressBarCallback]",
+    "[cb for cb in DEFAULT_CALLBACKS if cb is not ProgressBarCallback]",
+    "[cb for cb in DEFAULT_CALLBACKS if not issubclass(cb, ProgressBarCallback)]",
+    "list(filter(lambda cb: cb != ProgressBarCallback, DEFAULT_CALLBACKS))",
+    "[*DEFAULT_CALLBACKS[: DEFAULT_CALLBACKS.index(ProgressBarCallback)], LogMetricsCallback]",
+    "[cb for cb in DEFAULT_CALLBACKS if cb.__name__ != 'ProgressBarCallback']",
+]
+
+
+def _script(
+    expression: str, import_line: str = "from pytorch_accelerated.trainer import Trainer, DEFAULT_CALLBACKS"
+) -> str:
+    return (
+        f"{import_line}\n"
+        "from pytorch_accelerated.callbacks import ProgressBarCallback, LogMetricsCallback\n"
+        f"callbacks = {expression}\n"
+    )
+
+
+@pytest.mark.parametrize("expression", FILTERING_IDIOMS)
+def test_default_callbacks_filtered_by_class_get_the_classes(expression):
+    result = migrate_source(_script(expression), filename="train.py")
+
+    assert result.source == (
+        "from pa_core import Trainer\n"
+        "from pa_callbacks import DEFAULT_CALLBACK_CLASSES as DEFAULT_CALLBACKS\n"
+        "from pa_callbacks import ProgressBarCallback, LogMetricsCallback\n"
+        f"callbacks = {expression}\n"
+    )
+    assert not result.incomplete
+    assert result.notes == [
+        "train.py:1: DEFAULT_CALLBACKS is used item by item here and upstream's held callback classes (pa's holds "
+        "catalogue names): imported as pa_callbacks.DEFAULT_CALLBACK_CLASSES, the same classes"
+    ]
+    assert migrate_source(result.source).source == result.source
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "[*DEFAULT_CALLBACKS, LogMetricsCallback()]",
+        "(ProgressBarCallback(), *DEFAULT_CALLBACKS)",
+        "DEFAULT_CALLBACKS + (LogMetricsCallback,)",
+        "DEFAULT_CALLBACKS[:2]",
+        "Trainer(model, loss, optimizer, callbacks=DEFAULT_CALLBACKS)",
+    ],
+)
+def test_default_callbacks_passed_whole_keep_pa_s_names(expression):
+    result = migrate_source(_script(expression))
+
+    assert result.source.startswith("from pa_core import Trainer, DEFAULT_CALLBACKS\n")
+    assert result.notes == []
+
+
+def test_an_aliased_or_dotted_default_callbacks_is_followed():
+    aliased = migrate_source(
+        _script(
+            "[c for c in DC if c is not ProgressBarCallback]",
+            "from pytorch_accelerated.trainer import DEFAULT_CALLBACKS as DC",
+        )
+    )
+    assert aliased.source.startswith("from pa_callbacks import DEFAULT_CALLBACK_CLASSES as DC\n")
+
+    dotted = migrate_source(
+        "import pytorch_accelerated.trainer\n"
+        "callbacks = [c for c in pytorch_accelerated.trainer.DEFAULT_CALLBACKS if c.__name__ != 'X']\n"
+        "spliced = [*pytorch_accelerated.trainer.DEFAULT_CALLBACKS]\n"
+    )
+    assert dotted.source == (
+        "import pa_core\n"
+        "import pa_callbacks\n"
+        "callbacks = [c for c in pa_callbacks.DEFAULT_CALLBACK_CLASSES if c.__name__ != 'X']\n"
+        "spliced = [*pa_core.DEFAULT_CALLBACKS]\n"
+    )
+
+
+def test_get_default_callbacks_used_item_by_item_is_reported():
+    source = (
+        "from pytorch_accelerated.callbacks import get_default_callbacks, ProgressBarCallback\n"
+        "ok = [*get_default_callbacks(progress_bar=False)]\n"
+        "cbs = [cb for cb in get_default_callbacks() if cb != ProgressBarCallback]\n"
+    )
+    result = migrate_source(source, filename="train.py")
+    assert result.source.startswith("from pa_callbacks import get_default_callbacks, ProgressBarCallback\n")
+    assert result.notes == [
+        "train.py:1: get_default_callbacks() returns callback instances in pa (classes in pytorch-accelerated); line 3 "
+        "uses its items: compare them with isinstance(), or use pa_callbacks.DEFAULT_CALLBACK_CLASSES"
+    ]
+
+
+@pytest.mark.parametrize("expression", FILTERING_IDIOMS)
+def test_a_migrated_filter_leaves_out_the_progress_bar_as_upstream_did(expression):
+    pytest.importorskip("pa_callbacks", reason="pa-core's own session installs pa-core alone")
+    import torch
+
+    from pa_core.testing import tiny_classifier
+
+    namespace: dict = {}
+    exec(compile(migrate_source(_script(expression)).source, "migrated.py", "exec"), namespace)
+    model = tiny_classifier()
+    trainer = namespace["Trainer"](
+        model,
+        torch.nn.CrossEntropyLoss(),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        callbacks=namespace["callbacks"],
+    )
+    names = [type(cb).__name__ for cb in trainer.callback_handler.callbacks]
+    assert "ProgressBarCallback" not in names
+    assert names[0] == "MoveModulesToDeviceCallback" and names[-1] == "LogMetricsCallback"

@@ -16,7 +16,7 @@ import torch
 from pa_core import Trainer, UnsafeCheckpointError
 from pa_core._serialization import safe_load
 from pa_core.testing import make_classification_dataset, tiny_classifier, torchrun_command
-from pa_core.training_state import TRAINER_STATE_FILE, find_training_state, verify_training_state_files
+from pa_core.training_state import TRAINER_STATE_FILE, check_training_state_files, find_training_state
 
 SCRIPT = Path(__file__).parent / "scripts" / "preemptible.py"
 
@@ -43,7 +43,7 @@ def _assert_complete(directory: Path) -> None:
     checkpoint = safe_load(directory / "checkpoint.pt")
     assert set(checkpoint) == {"model_state_dict", "optimizer_state_dict", "iteration"}
     state_dir = find_training_state(directory / "state")
-    verify_training_state_files(state_dir)
+    check_training_state_files(state_dir)
     names = set(os.listdir(state_dir))
     assert {TRAINER_STATE_FILE, "model.safetensors", "optimizer.bin", "random_states_0.pkl"} <= names
     assert safe_load(state_dir / TRAINER_STATE_FILE)["checkpoint_kwargs"]["iteration"] >= 1

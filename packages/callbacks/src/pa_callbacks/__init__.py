@@ -19,6 +19,7 @@ from pa_callbacks.progress import PrintProgressCallback, ProgressBarCallback
 from pa_core import CallbackHandler, StopTrainingError, TrainerCallback
 
 __all__ = [
+    "DEFAULT_CALLBACK_CLASSES",
     "CallbackHandler",
     "ConvertSyncBatchNormCallback",
     "EarlyStoppingCallback",
@@ -41,6 +42,19 @@ __all__ = [
     "__version__",
     "get_default_callbacks",
 ]
+
+
+#: The classes of the callbacks a Trainer uses by default, in ``pa_core.DEFAULT_CALLBACKS``'s order.
+#: pytorch-accelerated's ``DEFAULT_CALLBACKS`` held these classes, so code that filters it by class
+#: (``[cb for cb in DEFAULT_CALLBACKS if cb is not ProgressBarCallback]``) works on this tuple;
+#: ``pa migrate`` imports it under the name ``DEFAULT_CALLBACKS`` in such code.
+DEFAULT_CALLBACK_CLASSES: tuple[type[TrainerCallback], ...] = (
+    MoveModulesToDeviceCallback,
+    TerminateOnNaNCallback,
+    PrintProgressCallback,
+    ProgressBarCallback,
+    LogMetricsCallback,
+)
 
 
 def get_default_callbacks(progress_bar: bool = True) -> tuple[TrainerCallback, ...]:

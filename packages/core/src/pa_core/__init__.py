@@ -6,7 +6,7 @@ documented in :mod:`pa_core.hookspecs`.
 
 from pa_core.__about__ import __version__
 from pa_core._preemption import TrainingPreempted
-from pa_core._serialization import UnsafeCheckpointError
+from pa_core._serialization import CheckpointError, UnsafeCheckpointError
 from pa_core.callbacks import CallbackHandler, StopTrainingError, TrainerCallback
 from pa_core.hookspecs import hookimpl, hookspec
 from pa_core.placeholders import TrainerPlaceholderValues, replace_trainer_placeholder_values
@@ -17,6 +17,7 @@ from pa_core.trainer import DEFAULT_CALLBACKS, Trainer, TrainerWithTimmScheduler
 __all__ = [
     "DEFAULT_CALLBACKS",
     "CallbackHandler",
+    "CheckpointError",
     "InMemoryRunHistory",
     "LossTracker",
     "RunHistory",

@@ -12,7 +12,13 @@ hooks can gain arguments without breaking old plugins::
             trainer.print(trainer.run_history.get_latest_metric("train_loss_epoch"))
 
 Upstream-style callbacks (subclasses of :class:`pa_core.TrainerCallback` with plain
-``on_*(self, trainer, **kwargs)`` methods) receive every argument as keywords instead.
+``on_*(self, trainer, **kwargs)`` methods) receive the arguments as keywords instead: all of
+them with ``**kwargs``, otherwise only those the method names (so a method written for
+pytorch-accelerated never receives an argument pa added, such as ``error``).
+
+Every callback must implement at least one hook; an object with hook-named methods that are
+not marked (and that is not a ``TrainerCallback``) is refused when it is added, since pa would
+never call them.
 
 Callbacks are called in the order the user listed them. Events return nothing; a callback
 ends training early by raising :class:`pa_core.StopTrainingError`. Hooks marked *hot* run

@@ -20,6 +20,19 @@ pytorch_accelerated``), the dotted references to it in the code. Comments and st
 pa does not provide is left in its upstream import, and reported. The behaviour changes that no import rewrite
 can show are listed in the documentation's "Coming from pytorch-accelerated" page.
 
+One import changes meaning: upstream's ``DEFAULT_CALLBACKS`` held callback classes, pa's holds catalogue names.
+Splicing it into a list (``[*DEFAULT_CALLBACKS, MyCallback()]``), passing it as ``callbacks=``, slicing it or
+adding to it works with either. Code that does anything else with it (filters it by class, tests membership,
+calls ``.index``) gets the classes instead::
+
+    from pytorch_accelerated.trainer import DEFAULT_CALLBACKS
+    callbacks = [cb for cb in DEFAULT_CALLBACKS if cb is not ProgressBarCallback]
+      ->
+    from pa_callbacks import DEFAULT_CALLBACK_CLASSES as DEFAULT_CALLBACKS
+
+``get_default_callbacks()`` returned classes upstream and returns instances in pa; code that does more than
+splice or pass its result is reported.
+
 The module reads source with :mod:`ast` and imports nothing beyond the standard library.
 """
 
@@ -36,7 +49,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["MODULES", "MOVED_NAMES", "UPSTREAM_NAMES", "MigrationResult", "main", "migrate_source"]
+__all__ = ["CLASS_DEFAULTS", "MODULES", "MOVED_NAMES", "UPSTREAM_NAMES", "MigrationResult", "main", "migrate_source"]
 
 UPSTREAM = "pytorch_accelerated"
 
@@ -130,6 +143,10 @@ MOVED_NAMES: dict[tuple[str, str], str | None] = {
     ("pytorch_accelerated.utils", "wait_for_everyone"): "accelerate.utils",
 }
 
+#: Upstream's DEFAULT_CALLBACKS held classes; pa's holds catalogue names. Where code relies on the classes, this
+#: is imported instead (under the name the code uses).
+CLASS_DEFAULTS = ("pa_callbacks", "DEFAULT_CALLBACK_CLASSES")
+
 _SKIPPED_FOLDERS = {"__pycache__", "node_modules", "site-packages"}
 _KEEP_COMMENT = "# pa migrate: no pa equivalent"
 
@@ -210,9 +227,48 @@ class _Migrator:
         self.binds_package = False  # `import pytorch_accelerated[.x]` without `as`
         self.imported_plainly: set[str] = set()  # pa modules bound by rewritten plain imports
         self.first_plain_import: ast.Import | None = None
+        self.parents: dict[ast.AST, ast.AST] = {
+            child: outer for outer in ast.walk(self.tree) for child in ast.iter_child_nodes(outer)
+        }
 
     def note(self, node: ast.AST, message: str) -> None:
         self.notes.append(f"{self.filename}:{getattr(node, 'lineno', 0)}: {message}")
+
+    def uses_items(self, node: ast.AST) -> bool:
+        """Whether the code does more with ``node`` (a callbacks collection) than pass it to a Trainer whole:
+        splice it (``*x``), pass it as ``callbacks=``, add to it or slice it."""
+        parent = self.parents.get(node)
+        if isinstance(parent, ast.Starred):
+            return False
+        if isinstance(parent, ast.keyword) and parent.arg == "callbacks":
+            return False
+        if isinstance(parent, ast.BinOp) and isinstance(parent.op, ast.Add):
+            return False
+        if isinstance(parent, ast.Subscript) and parent.value is node and isinstance(parent.slice, ast.Slice):
+            return False
+        return True
+
+    def name_uses_items(self, name: str) -> bool:
+        return any(
+            isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Load) and self.uses_items(node)
+            for node in ast.walk(self.tree)
+        )
+
+    def note_default_callback_instances(self, node: ast.ImportFrom, bound: str) -> None:
+        for call in ast.walk(self.tree):
+            if (
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Name)
+                and call.func.id == bound
+                and self.uses_items(call)
+            ):
+                self.note(
+                    node,
+                    "get_default_callbacks() returns callback instances in pa (classes in pytorch-accelerated); "
+                    f"line {call.lineno} uses its items: compare them with isinstance(), or use "
+                    "pa_callbacks.DEFAULT_CALLBACK_CLASSES",
+                )
+                return
 
     def run(self) -> MigrationResult:
         for node in ast.walk(self.tree):
@@ -238,6 +294,17 @@ class _Migrator:
                 plans.append(("from", MODULES[module], alias))
                 continue
             kind, target = _target_of_name(module, alias.name)
+            bound = alias.asname or alias.name
+            if alias.name == "DEFAULT_CALLBACKS" and self.name_uses_items(bound):
+                self.note(
+                    node,
+                    f"{bound} is used item by item here and upstream's held callback classes (pa's holds catalogue "
+                    "names): imported as pa_callbacks.DEFAULT_CALLBACK_CLASSES, the same classes",
+                )
+                plans.append(("from", CLASS_DEFAULTS[0], ast.alias(name=CLASS_DEFAULTS[1], asname=bound)))
+                continue
+            if alias.name == "get_default_callbacks":
+                self.note_default_callback_instances(node, bound)
             if kind == "keep":
                 self.note(node, f"pa has no equivalent of {module}.{alias.name}; that import was left as it was")
                 self.incomplete = True
@@ -250,7 +317,8 @@ class _Migrator:
             plans.append((kind, target, alias))
         start, end = self.positions.span(node)
         targets = {(kind, target) for kind, target, _ in plans}
-        if len(targets) == 1 and next(iter(targets))[0] == "from":
+        renamed = any(alias not in node.names for _, _, alias in plans)
+        if len(targets) == 1 and next(iter(targets))[0] == "from" and not renamed:
             # One pa module for every name: change the module only, keeping the statement's layout and comments.
             match = re.match(r"from(\s+)([\w.\s\\]+?)(\s+import\b)", self.source[start:end])
             if match is None:  # pragma: no cover - ast accepted the statement, so the pattern matches
@@ -305,10 +373,7 @@ class _Migrator:
     # -- pytorch_accelerated.x.y in the code -----------------------------------------------
 
     def rewrite_references(self) -> None:
-        parents: dict[ast.AST, ast.AST] = {}
-        for outer in ast.walk(self.tree):
-            for child in ast.iter_child_nodes(outer):
-                parents[child] = outer
+        parents = self.parents
         needed: dict[str, ast.AST] = {}
         for node in ast.walk(self.tree):
             if not (isinstance(node, ast.Name) and node.id == UPSTREAM and isinstance(node.ctx, ast.Load)):
@@ -333,6 +398,10 @@ class _Migrator:
                     continue
                 if moved:  # e.g. pytorch_accelerated.notebook_launcher -> accelerate.notebook_launcher
                     target, end_node, module_needed = f"{moved}.{above.attr}", above, moved
+                elif above.attr == "DEFAULT_CALLBACKS" and self.uses_items(above):
+                    module_needed = CLASS_DEFAULTS[0]
+                    target, end_node = ".".join(CLASS_DEFAULTS), above
+                    self.note(node, "DEFAULT_CALLBACKS is used item by item: pa_callbacks.DEFAULT_CALLBACK_CLASSES")
             needed.setdefault(module_needed, node)
             start, end = self.positions.offset(node.lineno, node.col_offset), self.positions.span(end_node)[1]
             self.edits.append(_Edit(start, end, target))

@@ -20,6 +20,7 @@ Notation in the docstrings: ``n`` is the update index given to the scheduler (0 
 from __future__ import annotations
 
 import math
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from functools import partial
@@ -347,7 +348,9 @@ class WSDLrScheduler(StatefulSchedulerBase):
 
     After each intermediate checkpoint the next period starts again at ``b``: each checkpoint is
     a decayed model, and training continues from the stable branch. Construction sets the groups
-    to the update-0 values.
+    to the update-0 values. The warmup takes precedence: a warmup that runs into a decay phase,
+    or lasts the whole run (``num_warmup_steps >= total_steps``), is accepted as
+    pytorch-accelerated accepted it, and the rates follow the warmup line until it ends.
 
     Continuation (``is_continuation_from_checkpoint=True``) starts a new segment of
     ``total_steps`` updates from a saved state, typically the pre-decay state saved by
@@ -376,7 +379,7 @@ class WSDLrScheduler(StatefulSchedulerBase):
         :param num_update_steps_per_epoch: optimizer updates per epoch on each process.
         :param total_steps: optimizer updates in the run (per process).
         :param num_warmup_steps: updates of linear warmup; 0 (the default) for none; None for 1%
-            of ``total_steps`` (``int(0.01 * total_steps)``).
+            of ``total_steps`` (``int(0.01 * total_steps)``). It may be as long as the run.
         :param decay_phase_ratio: the fraction of each period spent decaying, in [0, 1]; at most
             1/3 with more than one checkpoint.
         :param lr_min: the rate at the end of each decay as a fraction ``r`` of ``b``, in [0, 1];
@@ -436,13 +439,12 @@ class WSDLrScheduler(StatefulSchedulerBase):
         self.use_inverse_sqrt_decay: bool = use_inverse_sqrt_decay
         self.num_checkpoints: int = num_checkpoints
         self.is_continuation_from_checkpoint: bool = is_continuation_from_checkpoint
+        #: The update index (as counted by :meth:`step`, or given to :meth:`step_update`) of the
+        #: last stable update before the most recent decay phase the schedule has reached, i.e.
+        #: ``pre_decay_step - 1`` of that period; None before the first. pytorch-accelerated's
+        #: name, kept for code that reads it.
+        self.previous_checkpoint_step: int | None = None
         self._set_checkpoints()
-        first_decay = self.checkpoint_decay_info[0]["pre_decay_step"]
-        if not is_continuation_from_checkpoint and num_warmup_steps > first_decay:
-            raise ValueError(
-                f"num_warmup_steps={num_warmup_steps} is not accepted; warmup must end by the first decay, "
-                f"at update {first_decay}"
-            )
         self._update_param_groups(self.get_updated_values(0))
 
     def _set_checkpoints(self) -> None:
@@ -477,6 +479,14 @@ class WSDLrScheduler(StatefulSchedulerBase):
         """:meth:`get_phase_info` for :meth:`get_current_step`."""
         return self.get_phase_info(self._num_updates)
 
+    def step_update(self, num_updates: int) -> None:
+        """Apply the rates of update ``num_updates`` and keep :attr:`previous_checkpoint_step` current."""
+        super().step_update(num_updates)
+        reached = [info["pre_decay_step"] - 1 for info in self.checkpoint_decay_info]
+        reached = [step for step in reached if 0 <= step <= num_updates]
+        if reached:
+            self.previous_checkpoint_step = reached[-1]
+
     def _value(self, num_updates: int, base: float) -> float:
         if not self.is_continuation_from_checkpoint and num_updates < self.num_warmup_steps:
             start = self.warmup_starting_lr
@@ -509,6 +519,7 @@ class WSDLrScheduler(StatefulSchedulerBase):
             "is_continuation_from_checkpoint": self.is_continuation_from_checkpoint,
             "base_lr_values": list(self.base_lr_values),
             "num_updates": self._num_updates,
+            "previous_checkpoint_step": self.previous_checkpoint_step,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -521,13 +532,20 @@ class WSDLrScheduler(StatefulSchedulerBase):
         scheduler keeps its own ``total_steps``, checkpoints and decay settings, takes the peak
         rates from the state, and counts from update 0 again with no warmup. Any other state from a
         continuation run (an interrupted segment) is restored exactly.
+
+        States saved by pytorch-accelerated 0.1.61 load too. They hold no update count (upstream
+        left it out of its state dict), so, as upstream did, a continuation starts a new segment
+        from them, and otherwise the settings are restored and this scheduler keeps its own count
+        (with a warning, since the schedule then restarts from that count).
         """
+        from_upstream = "num_updates" not in state_dict
         starts_segment = self.is_continuation_from_checkpoint and (
-            not state_dict["is_continuation_from_checkpoint"] or _is_segment_boundary(state_dict)
+            from_upstream or not state_dict["is_continuation_from_checkpoint"] or _is_segment_boundary(state_dict)
         )
         if starts_segment:
             self.base_lr_values = list(state_dict["base_lr_values"])
             self._num_updates = -1
+            self.previous_checkpoint_step = None
             self._update_param_groups(self.get_updated_values(0))
             return
         for key in (
@@ -542,8 +560,18 @@ class WSDLrScheduler(StatefulSchedulerBase):
         ):
             setattr(self, key, state_dict[key])
         self.base_lr_values = list(state_dict["base_lr_values"])
-        self._num_updates = state_dict["num_updates"]
+        self.previous_checkpoint_step = state_dict.get("previous_checkpoint_step")
         self._set_checkpoints()
+        if from_upstream:
+            warnings.warn(
+                "This WSDLrScheduler state was saved by pytorch-accelerated, which did not save the update count; "
+                f"the schedule continues from this scheduler's own count ({self._num_updates + 1} updates done), as "
+                "it did there. To continue a run, resume from a state saved by pa (Trainer.save_training_state).",
+                UserWarning,
+                stacklevel=2,
+            )
+        else:
+            self._num_updates = state_dict["num_updates"]
 
     @classmethod
     def create_scheduler_fn(

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from pa_core import _accelerate_shims as shims
 from pa_core import _checks, _plugins, data, training_state
 from pa_core._preemption import DEFAULT_SIGNALS, SignalWatcher, TrainingPreempted
-from pa_core._serialization import atomic_save, safe_load
+from pa_core._serialization import atomic_save, check_checkpoint, check_optimizer_state, load_file, load_model_state
 from pa_core.callbacks import CallbackHandler, StopTrainingError
 from pa_core.placeholders import replace_trainer_placeholder_values
 from pa_core.run_config import TrainerRunConfig
@@ -83,6 +83,7 @@ class Trainer:
         callbacks: Iterable[Any] = DEFAULT_CALLBACKS,
         run_history: RunHistory | None = None,
     ) -> None:
+        _checks.check_trainer_arguments(model, loss_func, optimizer, callbacks)
         self.model = model
         self.loss_func = loss_func
         self.optimizer = optimizer
@@ -287,9 +288,12 @@ class Trainer:
         starts afresh, so ``resume_from=latest_training_state(folder)`` serves every start).
         """
         _checks.check_train_arguments(
-            self.optimizer, train_dataset, num_epochs, eval_dataset, per_device_batch_size, max_num_train_steps,
-            gradient_accumulation_steps, gradient_clip_value, create_scheduler_fn, train_dataloader_kwargs,
-            eval_dataloader_kwargs, reset_run_history, collate_fn,
+            train_dataset=train_dataset, num_epochs=num_epochs, eval_dataset=eval_dataset,
+            per_device_batch_size=per_device_batch_size, max_num_train_steps=max_num_train_steps,
+            gradient_accumulation_steps=gradient_accumulation_steps, gradient_clip_value=gradient_clip_value,
+            create_scheduler_fn=create_scheduler_fn, train_dataloader_kwargs=train_dataloader_kwargs,
+            eval_dataloader_kwargs=eval_dataloader_kwargs, reset_run_history=reset_run_history,
+            collate_fn=collate_fn, optimizer=self.optimizer,
         )  # fmt: skip
         resume_from = training_state.find_training_state(resume_from) if resume_from is not None else None
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
@@ -829,8 +833,7 @@ class Trainer:
         dataset = dataset if dataset is not None else self.eval_dataset
         if dataset is None:
             raise ValueError("evaluate() needs a dataset: pass `dataset` (no eval_dataset was given to train()).")
-        _checks.check_dataset("dataset", dataset)
-        _checks.check_positive_int("per_device_batch_size", per_device_batch_size)
+        _checks.check_evaluate_arguments(dataset, per_device_batch_size, dataloader_kwargs, collate_fn)
         self.eval_dataset = dataset
         if collate_fn is not None:
             self.collate_fn = collate_fn
@@ -909,9 +912,10 @@ class Trainer:
     ) -> dict[str, Any]:
         """Load a file written by :meth:`save_checkpoint` and return its whole content.
 
-        Only tensors and plain data are unpickled; anything else is refused.
+        Only tensors and plain data are unpickled; anything else is refused. A file that cannot
+        be used raises :class:`pa_core.CheckpointError`, naming it and saying why.
         """
-        checkpoint = safe_load(checkpoint_path, map_location="cpu")
+        checkpoint = check_checkpoint(load_file(checkpoint_path, "checkpoint"), checkpoint_path)
         if load_optimizer and "optimizer_state_dict" in checkpoint and self.optimizer is None:
             raise ValueError(
                 "The checkpoint holds an optimizer state but this Trainer has no optimizer: create the Trainer "
@@ -922,8 +926,10 @@ class Trainer:
                 "The checkpoint holds a scheduler state but this Trainer has no scheduler (one is created by "
                 "train(create_scheduler_fn=...)); call load_checkpoint(..., load_scheduler=False)."
             )
+        if load_optimizer and "optimizer_state_dict" in checkpoint:
+            check_optimizer_state(self.optimizer, checkpoint["optimizer_state_dict"], checkpoint_path)
         model = self._accelerator.unwrap_model(self.model, keep_torch_compile=False)
-        model.load_state_dict(checkpoint["model_state_dict"])
+        load_model_state(model, checkpoint["model_state_dict"], checkpoint_path)
         if load_optimizer and "optimizer_state_dict" in checkpoint:
             self.optimizer.load_state_dict(checkpoint["optimizer_state_dict"])
         if load_scheduler and "scheduler_state_dict" in checkpoint:
@@ -968,7 +974,7 @@ class Trainer:
         scheduler and random states only, for a new run that starts from a saved state.
         """
         path = training_state.find_training_state(input_dir, argument="input_dir")
-        metadata, data_position = training_state.load_training_state_files(self._accelerator, path)
+        metadata, data_position = training_state.load_training_state_files(self._accelerator, path, self.optimizer)
         if metadata.get("scheduler") is not None and self.scheduler is not None:
             self.scheduler.load_state_dict(metadata["scheduler"])
         if not restore_position:

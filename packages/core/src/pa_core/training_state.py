@@ -21,17 +21,26 @@ an older state out leaves that older state in ``<name>.old``, which readers fall
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pa_core._serialization import UnsafeCheckpointError, atomic_save, replace_directory, safe_load
+from pa_core._serialization import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    _first_line,
+    atomic_save,
+    check_optimizer_state,
+    load_file,
+    replace_directory,
+    safe_load,
+)
 
 __all__ = [
     "TRAINER_STATE_FILE",
@@ -40,9 +49,26 @@ __all__ = [
     "read_training_state",
 ]
 
-TRAINER_STATE_FILE = "pa_trainer_state.pt"
 #: 1: round one (no world size); 2: world size, batch size, time, train_done, data positions.
 FORMAT_VERSION = 2
+#: pa's own file in a training-state folder: epoch, step, run history, scheduler and callback states.
+TRAINER_STATE_FILE = "pa_trainer_state.pt"
+
+# What each file of a training state holds, for messages (Accelerate's names, then pa's).
+_STATE_FILE_KINDS = (
+    ("model", "model weights"),
+    ("pytorch_model", "model weights"),
+    ("optimizer", "optimizer state"),
+    ("random_states", "random-number-generator state"),
+    ("scaler", "gradient-scaler state"),
+    ("scheduler", "scheduler state"),
+    ("sampler", "sampler state"),
+    ("dl_state_dict", "data-loader state"),
+    ("custom_checkpoint", "custom object state"),
+    (TRAINER_STATE_FILE.split(".")[0], "trainer state file"),
+)
+
+
 INCOMPLETE_SUFFIX = ".incomplete"
 PREVIOUS_SUFFIX = ".old"
 
@@ -119,9 +145,11 @@ def find_training_state(path: str | os.PathLike[str], argument: str = "resume_fr
         hint = " Only an incomplete save of it exists (the process was stopped while saving)."
     else:
         hint = ""
-    raise FileNotFoundError(
-        f"{argument}={os.fspath(path)!r} is not a training state written by Trainer.save_training_state "
-        f"(no {TRAINER_STATE_FILE} in it).{hint}"
+    what = "does not exist" if not path.exists() else f"has no {TRAINER_STATE_FILE} in it"
+    raise CheckpointNotFoundError(
+        f"{argument}={os.fspath(path)!r} is not a training state written by Trainer.save_training_state (the "
+        f"folder {what}).{hint or ' Pass a folder written by save_training_state, or None to start a new run.'}",
+        path,
     )
 
 
@@ -152,21 +180,16 @@ def latest_training_state(folder: str | os.PathLike[str]) -> Path | None:
 
 def _saved_at(path: Path) -> tuple[float, float]:
     try:
-        saved_at = float(read_metadata(path).get("saved_at") or 0.0)
-    except (UnsafeCheckpointError, OSError, RuntimeError, pickle.UnpicklingError, EOFError):
+        saved_at = float(read_trainer_state(path).get("saved_at") or 0.0)
+    except (CheckpointError, OSError):
         saved_at = 0.0
     return saved_at, (path / TRAINER_STATE_FILE).stat().st_mtime
-
-
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """pa's metadata of a training state (``pa_trainer_state.pt``), loaded safely."""
-    return safe_load(Path(path) / TRAINER_STATE_FILE)
 
 
 def read_training_state(path: str | os.PathLike[str]) -> TrainingStateInfo:
     """Describe a training-state folder without loading its weights."""
     path = find_training_state(path, argument="path")
-    metadata = read_metadata(path)
+    metadata = read_trainer_state(path)
     position = metadata.get("position", {})
     return TrainingStateInfo(
         path=path,
@@ -182,6 +205,124 @@ def read_training_state(path: str | os.PathLike[str]) -> TrainingStateInfo:
         checkpoint_kwargs=dict(metadata.get("checkpoint_kwargs") or {}),
         files=tuple(sorted(p.name for p in path.iterdir())),
     )
+
+
+# ----------------------------------------------------------------------------------------
+# Checking a folder before it is loaded
+# ----------------------------------------------------------------------------------------
+
+_REQUIRED_TRAINER_STATE = ("position", "run_history", "scheduler", "callbacks")
+
+
+def read_trainer_state(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load and check pa's own file of a training state (:data:`TRAINER_STATE_FILE`).
+
+    :raises CheckpointError: when it cannot be loaded, or lacks a part pa needs.
+    """
+    path = Path(directory) / TRAINER_STATE_FILE
+    metadata = load_file(path, "trainer state file")
+    if not isinstance(metadata, dict):
+        raise CheckpointError(
+            f"The trainer state file {os.fspath(path)!r} holds a {type(metadata).__name__}, not the dict "
+            "Trainer.save_training_state writes; the folder was not written by pa. Use another training state.",
+            path,
+        )
+    missing = [key for key in _REQUIRED_TRAINER_STATE if key not in metadata]
+    if missing:
+        raise CheckpointError(
+            f"The trainer state file {os.fspath(path)!r} lacks {', '.join(missing)}, which Trainer.save_training_state "
+            "always writes; the file was replaced or written by something else. Use another training state.",
+            path,
+        )
+    return metadata
+
+
+def list_state_files(directory: str | os.PathLike[str]) -> list[str]:
+    """Every file under ``directory`` as a sorted relative POSIX path: what a training state is
+    made of, recorded when it is saved so that a missing file is named when it is loaded."""
+    root = Path(directory)
+    return sorted(path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file())
+
+
+def check_training_state_files(
+    directory: str | os.PathLike[str],
+    metadata: dict[str, Any] | None = None,
+    optimizer: Any = None,
+) -> None:
+    """Check a training-state folder before Accelerate loads it.
+
+    Every file the state was saved with (``metadata["files"]``) must be there; without that
+    record (states saved before pa recorded it), a model weights file must be. Every pickled file
+    is loaded with the same restricted loader Accelerate uses (Accelerate would quietly skip an
+    RNG file it cannot load, and loads custom checkpoint files without restriction), the
+    safetensors files' headers are read, and, given ``optimizer``, the optimizer state is checked
+    with :func:`check_optimizer_state`.
+
+    :raises CheckpointError: naming the file that is missing, unsafe, damaged or of another
+        optimizer type.
+    """
+    directory = Path(directory)
+    _check_complete(directory, (metadata or {}).get("files"))
+    from accelerate.utils import load as accelerate_load
+
+    for path in sorted(p for p in directory.iterdir() if p.is_file()):
+        what = _describe_state_file(path.name)
+        if path.suffix in (".bin", ".pkl", ".pt") and path.name != TRAINER_STATE_FILE:
+            content = load_file(path, what, loader=accelerate_load)
+            if optimizer is not None and path.name == "optimizer.bin":
+                check_optimizer_state(optimizer, content, path, skip_hint=None)
+        elif path.suffix == ".safetensors":
+            _check_safetensors(path, what)
+
+
+def _check_complete(directory: Path, files: Iterable[str] | None) -> None:
+    if files is not None:
+        missing = [name for name in files if not (directory / name).exists()]
+        if missing:
+            described = "; ".join(f"{name} ({_describe_state_file(Path(name).name)})" for name in missing[:5])
+            raise CheckpointError(
+                f"The training state in {os.fspath(directory)!r} is incomplete: {described} "
+                f"{'is' if len(missing) == 1 else 'are'} missing, though the state was saved with "
+                f"{'it' if len(missing) == 1 else 'them'}. The folder was changed or copied partly after it was "
+                "saved; copy it again, or use another training state.",
+                directory,
+            )
+        return
+    names = [path.name for path in directory.iterdir()]
+    has_weights = any(
+        (name.startswith(("model", "pytorch_model")) and name.endswith((".safetensors", ".bin")))
+        or (directory / name).is_dir()
+        for name in names
+    )
+    if not has_weights:
+        raise CheckpointError(
+            f"The training state in {os.fspath(directory)!r} is incomplete: it has no model weights file "
+            "(model.safetensors, as Trainer.save_training_state writes it). The folder was changed or copied "
+            "partly after it was saved; copy it again, or use another training state.",
+            directory,
+        )
+
+
+def _check_safetensors(path: Path, what: str) -> None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="pt") as handle:
+            handle.keys()
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(
+            f"Cannot load the {what} {os.fspath(path)!r}: the safetensors file is truncated or damaged "
+            f"({_first_line(exc)}; {path.stat().st_size} bytes), for example by an interrupted copy or a full disk. "
+            "Copy it again, or use another training state.",
+            path,
+        ) from exc
+
+
+def _describe_state_file(name: str) -> str:
+    for prefix, description in _STATE_FILE_KINDS:
+        if name.startswith(prefix):
+            return description
+    return "file"
 
 
 # ----------------------------------------------------------------------------------------
@@ -212,35 +353,18 @@ def write_training_state(
     }
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        metadata["files"] = list_state_files(tmp_dir)  # so that a file lost later is named on loading
         atomic_save(metadata, tmp_dir / TRAINER_STATE_FILE)  # last: its presence marks a complete state
         replace_directory(tmp_dir, final_dir)
     accelerator.wait_for_everyone()
     return final_dir
 
 
-def verify_training_state_files(directory: Path) -> None:
-    """Check every pickled file of a training state with the same restricted loader Accelerate
-    uses, before Accelerate loads them (it would quietly skip an RNG file it cannot load, and
-    loads custom checkpoint files without restriction)."""
-    from accelerate.utils import load as accelerate_safe_load
-
-    for path in sorted(p for p in directory.iterdir() if p.suffix in (".bin", ".pkl", ".pt")):
-        try:
-            accelerate_safe_load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            raise UnsafeCheckpointError(
-                f"Refusing to load the training state in {os.fspath(directory)!r}: {path.name} contains pickled "
-                f"objects other than tensors, numbers and plain containers, and loading them could run code. What "
-                f"was found: {str(exc).splitlines()[0]}. If you wrote this state yourself and trust it, load that "
-                "file with torch.load(path, weights_only=False) and restore it by hand."
-            ) from exc
-
-
-def load_training_state_files(accelerator: Any, path: Path) -> tuple[dict[str, Any], Any]:
-    """Restore Accelerate's part of a training state; return pa's metadata and this process's
-    saved data position (or None)."""
-    verify_training_state_files(path)
-    metadata = read_metadata(path)
+def load_training_state_files(accelerator: Any, path: Path, optimizer: Any = None) -> tuple[dict[str, Any], Any]:
+    """Check a training state, then restore Accelerate's part of it; return pa's metadata and
+    this process's saved data position (or None)."""
+    metadata = read_trainer_state(path)
+    check_training_state_files(path, metadata, optimizer=optimizer)
     accelerator.load_state(str(path))
     position_file = path / data_position_file(accelerator.process_index)
     data_position = safe_load(position_file) if position_file.is_file() else None

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
 from pa_callbacks._common import check_positive_int
 from pa_core import TrainerCallback
 
 if TYPE_CHECKING:
+    from torch.profiler import profile
+
     from pa_core import Trainer
 
 __all__ = ["ProfilerCallback"]
@@ -80,10 +81,13 @@ class ProfilerCallback(TrainerCallback):
     def on_training_run_start(self, trainer: Trainer, **kwargs: Any) -> None:
         if not (self.all_processes or trainer.is_world_process_zero):
             return
+        from torch.profiler import ProfilerActivity, profile, schedule  # imported when used: ~8 ms
+
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         rank = torch.distributed.get_rank() if distributed else 0
         self._worker = f"rank{rank}"
         activities = [ProfilerActivity.CPU]
+        self._sort_by = "self_cpu_time_total"
         if trainer.device.type == "cuda":
             activities.append(ProfilerActivity.CUDA)
             self._sort_by = "self_device_time_total"
@@ -128,6 +132,8 @@ class ProfilerCallback(TrainerCallback):
         profiler.stop()  # type: ignore[union-attr]
 
     def _write_trace(self, profiler: profile) -> None:
+        from torch.profiler import tensorboard_trace_handler
+
         before = set(self.output_dir.glob("*.pt.trace.json"))
         tensorboard_trace_handler(str(self.output_dir), worker_name=self._worker)(profiler)
         self.traces += sorted(set(self.output_dir.glob("*.pt.trace.json")) - before)

@@ -64,3 +64,20 @@ def test_the_throughput_figures_reach_every_tracker(tmp_path, request):
         assert [step for step, _ in points] == [5, 10]
         assert [value for _, value in points] == pytest.approx(expected, rel=1e-6)
     assert "peak_memory_mib" in run.data.metrics
+
+
+def test_intermediate_evaluations_are_logged_at_their_update(tmp_path):
+    from pa_callbacks import StepBasedEvaluationCallback
+
+    # 5 updates per epoch, an intermediate evaluation after updates 2 and 4 of each (not after the
+    # epoch's last update, whose own evaluation follows); the metric is removed from the run history
+    # right after each evaluation.
+    callbacks = [StepBasedEvaluationCallback(eval_every_n_steps=2), "tensorboard"]
+    trainer, _ = train(callbacks, num_batches=5, num_epochs=2)
+
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    assert [e.step for e in accumulator.Scalars("intermediate_eval_loss")] == [2, 4, 7, 9]
+    assert [e.step for e in accumulator.Scalars("eval_loss_epoch")] == [5, 10]
+    assert "intermediate_eval_loss" not in trainer.run_history.get_metric_names()

@@ -139,7 +139,6 @@ class TrackerCallback:
         self._num_updates = 0
         self._skip_until: dict[str, int] = {}  # metric -> the last step the resumed tracker run already holds
         self._restored = False
-        self._history_pending = False
         self._loss_mark: tuple[Any, int] = (0, 0)
 
     # -- what a subclass changes ------------------------------------------------------------
@@ -191,30 +190,34 @@ class TrackerCallback:
         loss_tracker = trainer.loss_tracker
         self._loss_mark = (loss_tracker.total_loss, loss_tracker.running_count)
 
-    @hookimpl(trylast=True)  # after the callbacks that record metrics or evaluate at this update
+    @hookimpl(trylast=True)  # after the callbacks that record metrics at this update
     def on_train_update_end(self, trainer: Trainer, num_updates: int) -> None:
         """Every ``log_every_n_updates`` updates: the running loss, learning rates and new run-history values."""
         self._num_updates = num_updates
         every = self.log_every_n_updates
-        due = every is not None and num_updates % every == 0
-        if not due and not self._history_pending:
+        if every is None or num_updates % every:
             return
         values: dict[str, Any] = {}
-        if due:
-            loss = self._running_loss(trainer)  # on every process: the loss is averaged over them
-            if loss is not None:
-                values[STEP_LOSS_KEY] = loss
+        loss = self._running_loss(trainer)  # on every process: the loss is averaged over them
+        if loss is not None:
+            values[STEP_LOSS_KEY] = loss
+        if self.tracker is not None:
             if self.log_learning_rates:
                 values.update(learning_rates(trainer))
-        self._history_pending = False
-        if self.tracker is not None:
             self._log({**values, **self._take_new_values(trainer)}, num_updates)
 
     @hookimpl
+    def on_eval_epoch_start(self, trainer: Trainer) -> None:
+        """Forget metrics removed from the run history (as intermediate evaluations remove theirs), so
+        their next values count as new."""
+        names = trainer.run_history.get_metric_names()
+        self._logged_counts = {name: count for name, count in self._logged_counts.items() if name in names}
+
+    @hookimpl
     def on_eval_epoch_end(self, trainer: Trainer, is_intermediate: bool) -> None:
-        """After an intermediate evaluation, log its metrics at the update that started it."""
-        if is_intermediate:
-            self._history_pending = True
+        """After an intermediate evaluation, log its metrics (removed from the history right after) at this update."""
+        if is_intermediate and self.tracker is not None:
+            self._log(self._take_new_values(trainer), trainer.run_state.num_updates)
 
     @hookimpl
     def on_training_run_epoch_end(self, trainer: Trainer) -> None:

@@ -72,6 +72,20 @@ def test_a_users_own_tracker_gets_the_config_and_every_metric(make_trainer, trai
     assert custom == [(5, 10), (10, 20)]
 
 
+def test_a_tracker_that_fails_to_start_fails_the_run_and_is_not_used(make_trainer, train_data):
+    class Unreachable(ListTracker):
+        def start(self):
+            raise ConnectionError("tracking server unreachable")
+
+    tracker = Unreachable()
+    callback = TrackerCallback(tracker)
+    with pytest.raises(ConnectionError, match="unreachable"):
+        make_trainer([callback]).train(train_data, num_epochs=1, per_device_batch_size=8)
+    assert (
+        tracker.calls == [] and callback.tracker is None
+    )  # nothing logged to, or finished on, a tracker never started
+
+
 def test_a_tracker_named_by_accelerate_is_created_with_the_init_kwargs(
     make_trainer, read_scalars, train_data, tmp_path
 ):

@@ -279,7 +279,11 @@ class TrackerCallback:
 
     def _open(self, resuming: bool) -> None:
         self.tracker = self._create_tracker(resuming)
-        self._start_tracker(resuming)
+        try:
+            self._start_tracker(resuming)
+        except BaseException:
+            self.tracker = None  # not started: nothing to log to or finish
+            raise
 
     def _close(self, trainer: Trainer, exception: BaseException | None) -> None:
         if self.tracker is None:

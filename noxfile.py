@@ -28,6 +28,8 @@ CALLBACKS = "./packages/callbacks"
 WANDB = "./packages/integrations/wandb"
 TORCHMETRICS = "./packages/integrations/torchmetrics"
 DEEPSPEED = "./packages/integrations/deepspeed"
+TRACKING = "./packages/integrations/tracking"
+TRACKERS = f"{TRACKING}[tensorboard,mlflow]"  # pa-tracking with the trackers its tests read back
 EXAMPLES = "./packages/examples"
 FIXTURES = ("./tests/fixtures/pa-fixture-plugin", "./tests/fixtures/pa-fixture-rival")
 
@@ -39,6 +41,7 @@ nox.options.sessions = [
     "wandb",
     "torchmetrics",
     "deepspeed",
+    "tracking",
     "examples",
     "integration",
     "build",
@@ -100,16 +103,23 @@ def deepspeed(session: nox.Session) -> None:
 
 
 @nox.session
+def tracking(session: nox.Session) -> None:
+    """pa-tracking with pa-core and its TensorBoard and MLflow extras (MLflow on a SQLite store)."""
+    _install(session, CORE, TRACKERS)
+    _pytest(session, "packages/integrations/tracking/tests")
+
+
+@nox.session
 def examples(session: nox.Session) -> None:
     """pa-examples with what it depends on."""
-    _install(session, CORE, CALLBACKS, WANDB, TORCHMETRICS, EXAMPLES, "hatchling")
+    _install(session, CORE, CALLBACKS, WANDB, TORCHMETRICS, f"{TRACKING}[tensorboard]", EXAMPLES, "hatchling")
     _pytest(session, "packages/examples/tests")
 
 
 @nox.session
 def integration(session: nox.Session) -> None:
     """Cross-package tests: every distribution plus the fixture third-party plugins installed."""
-    _install(session, CORE, f"{CALLBACKS}[plot]", WANDB, TORCHMETRICS, EXAMPLES, *FIXTURES, "hatchling")
+    _install(session, CORE, f"{CALLBACKS}[plot]", WANDB, TORCHMETRICS, TRACKERS, EXAMPLES, *FIXTURES, "hatchling")
     _pytest(session, "tests")
 
 

@@ -37,11 +37,16 @@ DISTRIBUTIONS = {
     "pa-wandb": "packages/integrations/wandb",
     "pa-torchmetrics": "packages/integrations/torchmetrics",
     "pa-deepspeed": "packages/integrations/deepspeed",
+    "pa-tracking": "packages/integrations/tracking",
     "pa-examples": "packages/examples",
 }
 # Extras of a distribution that its tests use (as in its noxfile.py session), and what else its tests need
 # besides pytest, numpy and what the distribution declares.
-WHEEL_EXTRAS = {"pa-callbacks": ("plot",), "pa-examples": ("metrics", "wandb")}
+WHEEL_EXTRAS = {
+    "pa-callbacks": ("plot",),
+    "pa-tracking": ("tensorboard", "mlflow"),
+    "pa-examples": ("metrics", "wandb", "tensorboard"),
+}
 TEST_EXTRAS = {"pa-wandb": ("psutil",), "pa-examples": ("hatchling",)}
 TEST_ENV = {"pa-deepspeed": {"DS_BUILD_OPS": "0"}}
 # torch from the package index is a CUDA build of several GB: the lowest session keeps the CPU build of

@@ -21,6 +21,7 @@ EXAMPLES = {
     "transformer": "pa_examples.transformer",
     "plugin-template": "pa_examples.plugin_template",
     "wandb": "pa_examples.wandb_logging",
+    "tensorboard": "pa_examples.tensorboard_logging",
 }
 
 

@@ -15,6 +15,8 @@ def test_digits_fast_mode_prints_the_test_accuracy(run_python):
     out = run_python("-m", "pa_examples.cli", "run", "digits", "--fast").stdout
     accuracy = float(out.split("test accuracy: ")[1].split()[0])
     assert accuracy > 0.85
+    # The throughput monitor's figures are part of every epoch's line.
+    assert out.count("samples_per_second_epoch: ") == 3 and "peak_memory_mib: " in out
 
 
 @pytest.mark.slow
@@ -141,3 +143,16 @@ def test_wandb_runs_offline_by_default_and_writes_the_run(run_python, tmp_path, 
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     assert f"W&B run written to {runs[0]}" in out
     assert (tmp_path / "wb" / "best_model.pt").is_file()
+
+
+def test_tensorboard_writes_a_run_and_prints_how_to_open_it(run_example, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, out = run_example("tensorboard", "--fast")
+    assert run_dir.parent == tmp_path / "runs"
+    assert f"tensorboard --logdir {run_dir.parent}" in out
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["scalars"])
+    assert {"train_loss_epoch", "eval_loss_epoch", "train_loss_step", "lr", "samples_per_second"} <= tags
+    assert [event.step for event in accumulator.Scalars("train_loss_epoch")] == [40, 80]  # 40 updates per epoch

@@ -15,7 +15,9 @@ from pa_callbacks.evaluation import StepBasedEvaluationCallback
 from pa_callbacks.limits import LimitBatchesCallback, LimitEvalStepsCallback
 from pa_callbacks.metrics import LogMetricsCallback, MetricsFileCallback
 from pa_callbacks.nan import NonFiniteLossError, TerminateOnNaNCallback
+from pa_callbacks.profiler import ProfilerCallback
 from pa_callbacks.progress import PrintProgressCallback, ProgressBarCallback
+from pa_callbacks.throughput import ThroughputCallback
 from pa_core import CallbackHandler, StopTrainingError, TrainerCallback
 
 __all__ = [
@@ -31,12 +33,14 @@ __all__ = [
     "MoveModulesToDeviceCallback",
     "NonFiniteLossError",
     "PrintProgressCallback",
+    "ProfilerCallback",
     "ProgressBarCallback",
     "SaveBestModelCallback",
     "SaveTrainingStateCallback",
     "StepBasedEvaluationCallback",
     "StopTrainingError",
     "TerminateOnNaNCallback",
+    "ThroughputCallback",
     "TrainerCallback",
     "WSDCheckpointCallback",
     "__version__",

@@ -38,7 +38,11 @@ FIRST_PARTY_PROVIDERS: dict[str, str] = {
     "save-training-state": "pa-callbacks",
     "wsd-checkpoint": "pa-callbacks",
     "metrics-file": "pa-callbacks",
+    "throughput": "pa-callbacks",
+    "profiler": "pa-callbacks",
     "wandb": "pa-wandb",
+    "tensorboard": "pa-tracking",
+    "mlflow": "pa-tracking",
     "torchmetrics": "pa-torchmetrics",
     "deepspeed": "pa-deepspeed",
 }

@@ -2,8 +2,9 @@
 
 The README's main job. 1,797 images of 8x8 pixels ship with scikit-learn (no download); they
 are split into train, eval and test sets, a small MLP is trained with AdamW while the default
-callbacks print progress and the losses of every epoch, and the test accuracy is printed at the
-end: about 0.98 after 30 epochs, in a few seconds on two CPU cores.
+callbacks print progress and the losses of every epoch, with the throughput monitor's samples per
+second and peak memory, and the test accuracy is printed at the end: about 0.98 after 30 epochs,
+in a few seconds on two CPU cores.
 
     pa-examples run digits                  # or: python -m pa_examples.digits
     pa-examples run digits --fast           # 3 epochs, for a quick check
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from pa_callbacks import ThroughputCallback, get_default_callbacks
 from pa_core import Trainer
 from pa_examples.common import accuracy, digits_datasets, leave_process_group, mlp, standardise
 
@@ -64,11 +66,13 @@ def main(argv: list[str] | None = None) -> float:
         model = mlp(in_features=64, hidden=(128,))
 
     # The default callbacks (from pa-callbacks) move modules to the device, stop on a NaN loss,
-    # print progress and a progress bar, and log the losses of every epoch.
+    # print progress and a progress bar, and log the metrics of every epoch; the throughput monitor
+    # adds samples and batches per second, seconds per update and peak memory to those metrics.
     trainer = Trainer(
         model=model,
         loss_func=nn.CrossEntropyLoss(),
         optimizer=torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4),
+        callbacks=(*get_default_callbacks(), ThroughputCallback()),
     )
     trainer.train(
         train_dataset=train_set,

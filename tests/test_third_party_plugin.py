@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pa_core import Trainer
-from pa_core._plugins import PluginError
+from pa_core.plugins import PluginError
 from pa_core.testing import make_classification_dataset, tiny_classifier
 
 pytestmark = pytest.mark.usefixtures("fixture_plugins_installed")

@@ -117,10 +117,10 @@ def test_get_default_callbacks_gives_fresh_instances_in_the_default_order():
 
 
 def test_default_callback_classes_are_the_classes_of_pa_cores_default_names():
-    from pa_core import _plugins
+    from pa_core import plugins
 
     assert pa_callbacks.DEFAULT_CALLBACK_CLASSES == tuple(
-        _plugins.load_catalogue_callback(name) for name in pa_core.DEFAULT_CALLBACKS
+        plugins.load_catalogue_callback(name) for name in pa_core.DEFAULT_CALLBACKS
     )
     assert tuple(type(cb) for cb in get_default_callbacks()) == pa_callbacks.DEFAULT_CALLBACK_CLASSES
 

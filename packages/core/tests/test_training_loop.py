@@ -445,10 +445,10 @@ def test_training_reduces_the_loss_and_model_is_unwrapped(make_trainer, train_da
 
 
 def test_train_without_pa_callbacks_hints_once_at_default(train_data, monkeypatch):
-    from pa_core import _plugins
+    from pa_core import plugins
     from pa_core.trainer import DEFAULT_CALLBACKS
 
-    installed = _plugins.entries(_plugins.CALLBACKS_GROUP)
+    installed = plugins.entries(plugins.CALLBACKS_GROUP)
     if all(name in installed for name in DEFAULT_CALLBACKS):
         pytest.skip("pa-callbacks is installed here; this checks pa-core on its own")
     model = tiny_classifier()

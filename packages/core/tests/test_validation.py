@@ -49,16 +49,16 @@ def test_bad_train_arguments(make_trainer, train_data, overrides, message):
 
 
 def test_unknown_callback_name_says_what_to_install(make_trainer):
-    from pa_core import _plugins
+    from pa_core import plugins
 
-    with pytest.raises(_plugins.PluginError, match="No callback named 'no-such-callback' is installed"):
+    with pytest.raises(plugins.PluginError, match="No callback named 'no-such-callback' is installed"):
         make_trainer(callbacks=["no-such-callback"])
-    installed = _plugins.entries(_plugins.CALLBACKS_GROUP)
-    missing = [name for name in _plugins.FIRST_PARTY_PROVIDERS if name not in installed]
+    installed = plugins.entries(plugins.CALLBACKS_GROUP)
+    missing = [name for name in plugins.FIRST_PARTY_PROVIDERS if name not in installed]
     if not missing:
         pytest.skip("every first-party distribution is installed here")
-    provider = _plugins.FIRST_PARTY_PROVIDERS[missing[0]]
-    with pytest.raises(_plugins.PluginError, match=f"provided by {provider}: pip install {provider}"):
+    provider = plugins.FIRST_PARTY_PROVIDERS[missing[0]]
+    with pytest.raises(plugins.PluginError, match=f"provided by {provider}: pip install {provider}"):
         make_trainer(callbacks=[missing[0]])
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pa_core import _plugins
+from pa_core import plugins
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def run_example(tmp_path, monkeypatch, capsys) -> Callable[..., tuple[Any, str]]
     monkeypatch.chdir(tmp_path)
 
     def run(name: str, *argv: str) -> tuple[Any, str]:
-        main = _plugins.entries("pa.examples")[name].load()
+        main = plugins.entries("pa.examples")[name].load()
         capsys.readouterr()
         result = main(list(argv))
         return result, capsys.readouterr().out

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from pa_core import _plugins
+from pa_core import plugins
 from pa_examples import cli
 
 EXAMPLES = {
@@ -27,7 +27,7 @@ EXAMPLES = {
 
 def test_every_example_is_registered_in_the_pa_examples_group():
     ours = {
-        name: entry for name, entry in _plugins.entries("pa.examples").items() if entry.distribution == "pa-examples"
+        name: entry for name, entry in plugins.entries("pa.examples").items() if entry.distribution == "pa-examples"
     }
     assert {name: entry.value for name, entry in ours.items()} == {
         name: f"{module}:main" for name, module in EXAMPLES.items()
@@ -44,7 +44,7 @@ def test_list_shows_every_example_with_a_one_line_summary(run_python):
 
 def test_list_reads_summaries_without_importing_the_examples(capsys, monkeypatch):
     imported = []
-    monkeypatch.setattr(_plugins.PluginEntry, "load", lambda self: imported.append(self.name))
+    monkeypatch.setattr(plugins.PluginEntry, "load", lambda self: imported.append(self.name))
     assert cli.main(["list"]) == 0
     assert imported == []
     assert "Learning-rate schedules" in capsys.readouterr().out

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from pa_core import _plugins, hookspecs
+from pa_core import hookspecs, plugins
 
 if TYPE_CHECKING:
     from pa_core.trainer import Trainer
@@ -254,8 +254,8 @@ class CallbackHandler:
 
     def _add(self, callback: Any, origin: str | None = None) -> None:
         if isinstance(callback, str):
-            callback = _plugins.load_catalogue_callback(callback)
-            origin = origin or f"catalogue name in {_plugins.CALLBACKS_GROUP}"
+            callback = plugins.load_catalogue_callback(callback)
+            origin = origin or f"catalogue name in {plugins.CALLBACKS_GROUP}"
         if isinstance(callback, type):
             callback = _instantiate(callback)
         known = id(callback) in self._origins
@@ -359,7 +359,7 @@ class CallbackHandler:
         name = callback.__name__ if inspect.ismodule(callback) else type(callback).__name__
         module = callback.__name__ if inspect.ismodule(callback) else type(callback).__module__
         origin = self._origins.get(id(callback))
-        dist = _plugins.distribution_of_module(module) if module not in ("__main__", "builtins") else None
+        dist = plugins.distribution_of_module(module) if module not in ("__main__", "builtins") else None
         where = origin or (f"distribution {dist}" if dist else f"module {module}")
         return f"{name} ({where})"
 

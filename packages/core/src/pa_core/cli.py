@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pa_core import _plugins, hookspecs
+from pa_core import hookspecs, plugins
 from pa_core.__about__ import __version__
 
 COMMANDS_GROUP = "pa.commands"
@@ -32,8 +32,8 @@ def list_plugins(load: bool = True) -> list[dict[str, object]]:
     """Every installed pa entry point: name, group, distribution, version and (when
     ``load``) the hooks it implements or the error that loading it raised."""
     rows: list[dict[str, object]] = []
-    for group in (*_plugins.GROUPS, COMMANDS_GROUP):
-        for name, entry in sorted(_plugins.entries(group).items()):
+    for group in (*plugins.GROUPS, COMMANDS_GROUP):
+        for name, entry in sorted(plugins.entries(group).items()):
             row: dict[str, object] = {
                 "name": name,
                 "group": group,
@@ -41,10 +41,10 @@ def list_plugins(load: bool = True) -> list[dict[str, object]]:
                 "version": entry.version,
                 "value": entry.value,
             }
-            if load and group in (_plugins.CALLBACKS_GROUP, _plugins.PLUGINS_GROUP):
+            if load and group in (plugins.CALLBACKS_GROUP, plugins.PLUGINS_GROUP):
                 try:
                     row["hooks"] = _implemented_hooks(entry.load())
-                except _plugins.PluginError as exc:
+                except plugins.PluginError as exc:
                     row["error"] = str(exc)
             rows.append(row)
     return rows
@@ -56,7 +56,7 @@ def _print_plugins() -> int:
         print("No pa plugins are installed. pip install pa-callbacks for the built-in callbacks.")
         return 0
     failed = 0
-    for group in (*_plugins.GROUPS, COMMANDS_GROUP):
+    for group in (*plugins.GROUPS, COMMANDS_GROUP):
         group_rows = [r for r in rows if r["group"] == group]
         if not group_rows:
             continue
@@ -68,10 +68,10 @@ def _print_plugins() -> int:
             if "error" in row:
                 failed += 1
                 print(f"  {'':<24} ERROR: {row['error']}")
-    autoload_off = _plugins.DISABLE_AUTOLOAD_ENV
+    autoload_off = plugins.DISABLE_AUTOLOAD_ENV
     print(
-        f"\nAutoload of {_plugins.PLUGINS_GROUP}: set {autoload_off}=1 to turn it off, "
-        f"{_plugins.DISABLE_PLUGINS_ENV}=a,b to skip some."
+        f"\nAutoload of {plugins.PLUGINS_GROUP}: set {autoload_off}=1 to turn it off, "
+        f"{plugins.DISABLE_PLUGINS_ENV}=a,b to skip some."
     )
     return 1 if failed else 0
 
@@ -79,7 +79,7 @@ def _print_plugins() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pa`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra = _plugins.entries(COMMANDS_GROUP)
+    extra = plugins.entries(COMMANDS_GROUP)
     parser = argparse.ArgumentParser(prog="pa", description="pa: PyTorch training loops with plugins.")
     parser.add_argument("--version", action="store_true", help="show the versions of the installed pa distributions")
     sub = parser.add_subparsers(dest="command")
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.version:
         print(f"pa-core {__version__}")
-        for dist in _plugins._distributions():
+        for dist in plugins._distributions():
             name = dist.metadata["Name"]
             if name.startswith("pa-") and name != "pa-core":
                 print(f"{name} {dist.version}")

@@ -23,7 +23,7 @@ from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader, Dataset
 
 from pa_core import _accelerate_shims as shims
-from pa_core import _checks, _plugins, data, training_state
+from pa_core import _checks, data, plugins, training_state
 from pa_core._preemption import DEFAULT_SIGNALS, SignalWatcher, TrainingPreempted
 from pa_core._serialization import atomic_save, check_checkpoint, check_optimizer_state, load_file, load_model_state
 from pa_core.callbacks import CallbackHandler, StopTrainingError
@@ -88,7 +88,7 @@ class Trainer:
         self.loss_func = loss_func
         self.optimizer = optimizer
         self.callback_handler = CallbackHandler(_with_batch_limit(_available_callbacks(callbacks)))
-        for entry, plugin in _plugins.autoload_plugins():
+        for entry, plugin in plugins.autoload_plugins():
             self.callback_handler.add_plugin(plugin, origin=entry.origin)
         self.run_history: RunHistory = run_history if run_history is not None else InMemoryRunHistory()
         self.scheduler: Any = None
@@ -1026,7 +1026,7 @@ def _available_callbacks(callbacks: Iterable[Any]) -> list[Any]:
     """The callbacks to use; with pa-core alone, the default names are skipped with a hint."""
     if callbacks is not DEFAULT_CALLBACKS:
         return list(callbacks)
-    installed = _plugins.entries(_plugins.CALLBACKS_GROUP)
+    installed = plugins.entries(plugins.CALLBACKS_GROUP)
     available = [name for name in callbacks if name in installed]
     if len(available) < len(callbacks):
         warnings.warn(

@@ -18,12 +18,12 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 
-from pa_core import _plugins
+from pa_core import plugins
 
 __all__ = ["main", "summary"]
 
 
-def summary(entry: _plugins.PluginEntry) -> str:
+def summary(entry: plugins.PluginEntry) -> str:
     """The example module's one-line summary (its docstring's first paragraph), read without importing it."""
     module_name = entry.value.split(":", 1)[0].strip()
     try:
@@ -35,7 +35,7 @@ def summary(entry: _plugins.PluginEntry) -> str:
     if doc is None:  # no readable source (e.g. a compiled module): import it
         try:
             main = entry.load()
-        except _plugins.PluginError as error:
+        except plugins.PluginError as error:
             return f"(cannot be loaded: {error})"
         doc = getattr(sys.modules.get(main.__module__), "__doc__", None) or main.__doc__
     if not doc or not doc.strip():
@@ -46,7 +46,7 @@ def summary(entry: _plugins.PluginEntry) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pa-examples`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    examples = _plugins.entries(_plugins.EXAMPLES_GROUP)
+    examples = plugins.entries(plugins.EXAMPLES_GROUP)
     parser = argparse.ArgumentParser(
         prog="pa-examples",
         description="Runnable examples for pa.",

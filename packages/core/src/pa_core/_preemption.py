@@ -52,13 +52,15 @@ class TrainingPreempted(SystemExit):
     no traceback.
     """
 
-    def __init__(self, signal_number: int, state_dir: str | None, epoch: int, num_updates: int) -> None:
+    def __init__(self, signal_number: int, state_dir: str | None, epoch: int | None, num_updates: int) -> None:
         super().__init__(128 + signal_number)
         self.signal_number, self.state_dir = signal_number, state_dir
-        self.epoch, self.num_updates = epoch, num_updates
+        self.epoch, self.num_updates = epoch, num_updates  # epoch is None when evaluate() was stopped
 
     def __str__(self) -> str:
         name = signal.Signals(self.signal_number).name
+        if self.epoch is None:
+            return f"Evaluation stopped by {name}."
         where = f"in epoch {self.epoch} after {self.num_updates} optimizer updates"
         if self.state_dir:
             return (

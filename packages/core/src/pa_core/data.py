@@ -258,8 +258,10 @@ class StreamLoader:
     (torchdata's ``StatefulDataLoader``) or, without worker processes, the dataset's.
     """
 
-    def __init__(self, dataloader: DataLoader, device: torch.device) -> None:
+    def __init__(self, dataloader: DataLoader, device: torch.device, dataset_length: int | None = None) -> None:
         self.dataloader, self.device = dataloader, device
+        #: ``len()`` of the whole dataset (before it was split between processes), if it has one.
+        self.dataset_length = dataset_length
 
     def __iter__(self) -> Iterator[Any]:
         from accelerate.utils import send_to_device
@@ -293,7 +295,7 @@ class StreamLoader:
         self._position_owner().load_state_dict(state)
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("dataloader", "device"):  # not set yet, e.g. while unpickling
+        if name in ("dataloader", "device", "dataset_length"):  # not set yet, e.g. while unpickling
             raise AttributeError(name)
         return getattr(self.dataloader, name)
 
@@ -301,7 +303,7 @@ class StreamLoader:
 def prepare_stream_loader(dataloader: DataLoader, device: torch.device, rank: int, world: int) -> StreamLoader:
     """Split an iterable-dataset loader's data between processes and move its batches to ``device``."""
     dataset = dataloader.dataset
-    if dataloader.num_workers and not splits_between_workers(dataset):
+    if dataloader.num_workers > 1 and not splits_between_workers(dataset):
         warnings.warn(
             f"The {type(dataset).__name__} is read by {dataloader.num_workers} DataLoader workers, each with its own "
             "copy: unless its __iter__ splits the samples between workers (torch.utils.data.get_worker_info()), "
@@ -310,9 +312,13 @@ def prepare_stream_loader(dataloader: DataLoader, device: torch.device, rank: in
             UserWarning,
             stacklevel=4,
         )
+    try:
+        length: int | None = len(dataset)
+    except TypeError:  # no __len__ (or a wrapper around a dataset without one)
+        length = None
     if world > 1:
         dataloader = _rebuild_loader(dataloader, split_between_processes(dataset, rank, world))
-    return StreamLoader(dataloader, device)
+    return StreamLoader(dataloader, device, length)
 
 
 def is_stream(dataloader: Any) -> bool:
@@ -398,6 +404,7 @@ class EpochSteps:
         self.is_empty, self.num_active = False, num_processes
         self.last_step: int | None = None
         self.num_real_steps = 0  # steps with data on this process in this pass
+        self.ran_out = False  # every process read to the end of its data (not stopped early)
         self.position: Any = None  # the loader's state_dict() after the current step's batch
         self.template: Any = None  # this process's empty batch
         self._stateful = is_stateful(self.iterable)
@@ -449,6 +456,7 @@ class EpochSteps:
             upcoming = next(batches, _END) if current is not _END else _END
             if self.num_processes == 1:
                 if current is _END:
+                    self.ran_out = True
                     return
                 is_last = upcoming is _END
             else:
@@ -456,6 +464,7 @@ class EpochSteps:
                 has_data, has_more, has_template = flags[:, 0], flags[:, 1], flags[:, 2]
                 self.num_active = int(has_data.sum())
                 if not self.num_active:
+                    self.ran_out = True
                     return
                 self.is_empty, is_last = current is _END, not bool(has_more.any())
                 if bool(((has_data == 0) & (has_template == 0)).any()):
@@ -499,6 +508,29 @@ def _default_device() -> torch.device:
     from accelerate.state import PartialState
 
     return PartialState().device
+
+
+def warn_if_length_was_wrong(steps: EpochSteps, num_samples: int, metric: str) -> None:
+    """After an epoch of an iterable dataset read to its end: warn when its ``__len__`` was not
+    the number of samples every process read together (the epoch followed the data)."""
+    loader = steps.dataloader
+    expected = getattr(loader, "dataset_length", None) if isinstance(loader, StreamLoader) else None
+    if expected is None or not steps.ran_out or steps.start_step or loader.drop_last or num_samples == expected:
+        return
+    workers = loader.num_workers
+    hint = (
+        f" It is read by {workers} DataLoader workers: unless its __iter__ splits the samples between them, each "
+        "worker yields them all (pa_core.data.split_by_worker does the split)."
+        if workers > 1 and num_samples > expected
+        else ""
+    )
+    warnings.warn(
+        f"The iterable dataset behind {metric} says it has {expected} samples (__len__), but the epoch had "
+        f"{num_samples}; the epoch followed the data, and anything sized from the length (placeholders, progress "
+        f"totals) was off.{hint}",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def global_num_batches(dataloader: Any, num_processes: int, group: Any = None) -> int | None:

@@ -71,8 +71,8 @@ class TrainerPlaceholderValues(_Arithmetic, Enum):
     NUM_EPOCHS = "run_config.num_epochs"
     NUM_UPDATE_STEPS_PER_EPOCH = "run_config.num_update_steps_per_epoch"
     PER_PROCESS_NUM_UPDATE_STEPS_PER_EPOCH = "run_config.num_local_update_steps_per_epoch"
-    TRAIN_DATALOADER_LEN = "len:_train_dataloader"
-    EVAL_DATALOADER_LEN = "len:_eval_dataloader"
+    TRAIN_DATALOADER_LEN = "len:train_dataloader"
+    EVAL_DATALOADER_LEN = "len:eval_dataloader"
 
     @classmethod
     def placeholder_set(cls) -> set[str]:
@@ -89,11 +89,25 @@ class TrainerPlaceholderValues(_Arithmetic, Enum):
             loader = getattr(trainer, path[4:], None)
             if loader is None:
                 raise ValueError(f"{self.name} is only known when the trainer has that data loader.")
-            return len(loader)
+            try:
+                return len(loader)
+            except TypeError:
+                raise ValueError(self._unknown_length_message()) from None
         obj: Any = trainer
         for attribute in path.split("."):
             obj = getattr(obj, attribute)
+        if obj is None:
+            raise ValueError(self._unknown_length_message())
         return obj
+
+    def _unknown_length_message(self) -> str:
+        return (
+            f"create_scheduler_fn uses the placeholder {self.name}, but the data is an iterable dataset without a "
+            "length (__len__), so the number of batches and optimizer updates per epoch is not known before it "
+            "ends. Size the schedule in optimizer updates with numbers instead, e.g. "
+            "CosineLrScheduler.create_scheduler_fn(total_num_epochs=1, num_update_steps_per_epoch=N) with "
+            "train(max_num_train_steps=N), or give the dataset a __len__."
+        )
 
 
 class PlaceholderExpression(_Arithmetic):

@@ -17,7 +17,10 @@ second on a CPU::
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import socket
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +37,7 @@ __all__ = [
     "RecordingCallback",
     "free_port",
     "torchrun_command",
+    "run_launched",
     "run_on_processes",
     "make_classification_dataset",
     "make_regression_dataset",
@@ -198,3 +202,45 @@ def torchrun_command(*args: str, num_processes: int = 2) -> list[str]:
         port,
         *args,
     ]
+
+
+def run_launched(
+    command: list[str], timeout: float, env: dict[str, str] | None = None, cwd: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` (e.g. a :func:`torchrun_command`) and return its result; on ``timeout``
+    kill it *and every process it started* before raising ``subprocess.TimeoutExpired``.
+
+    torchrun starts its workers in sessions of their own, so killing torchrun alone would leave
+    them running (and holding their port) after a test that hung.
+    """
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for pid in [*_descendants(process.pid), process.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (read from /proc; empty where there is none)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found

@@ -470,7 +470,7 @@ class Trainer:
                     break
         run.train_done = True
         self.train_epoch_end()
-        self._record_epoch_loss("train_loss_epoch", run.loss_tracker)
+        self._record_epoch_loss("train_loss_epoch", run.loss_tracker, steps)
         self.callback_handler.call_event("on_train_epoch_end", self)
 
     def _train_step(self, batch: Any, step: int, steps: data.EpochSteps) -> None:
@@ -530,7 +530,9 @@ class Trainer:
             return dataloader
         warnings.warn(
             f"Resuming in the middle of epoch {self.run_history.current_epoch}, but the training data is an iterable "
-            "dataset that cannot save its position, so the epoch starts again from its beginning.",
+            "dataset that cannot save its position, so the epoch starts again from its beginning. (A dataset with "
+            "state_dict()/load_state_dict() read without DataLoader workers, or a torchdata StatefulDataLoader, "
+            "resumes exactly.)",
             UserWarning,
             stacklevel=4,
         )
@@ -557,7 +559,9 @@ class Trainer:
                     self._poll_signals()
         self.eval_epoch_end()
         metric = "eval_loss_epoch" if is_training else "evaluation_loss"
-        loss = self._record_epoch_loss("intermediate_eval_loss" if is_intermediate else metric, run.eval_loss_tracker)
+        loss = self._record_epoch_loss(
+            "intermediate_eval_loss" if is_intermediate else metric, run.eval_loss_tracker, steps
+        )
         self.callback_handler.call_event("on_eval_epoch_end", self, is_intermediate=is_intermediate)
         if was_training:
             self.model.train()
@@ -620,7 +624,8 @@ class Trainer:
         if state_dir is not None:
             self.save_training_state(state_dir)
         self.callback_handler.call_event("on_preemption", self, signal_number=signal_number, state_dir=state_dir)
-        error = TrainingPreempted(signal_number, state_dir, self.run_history.current_epoch, run.num_updates)
+        epoch = min(self.run_history.current_epoch, run.last_epoch) if run.training else None
+        error = TrainingPreempted(signal_number, state_dir, epoch, run.num_updates)
         self._accelerator.print(error)
         raise error
 
@@ -672,11 +677,12 @@ class Trainer:
             return loss  # the DeepSpeed engine divides by its accumulation steps itself
         return loss / ga
 
-    def _record_epoch_loss(self, metric: str, tracker: LossTracker) -> float:
+    def _record_epoch_loss(self, metric: str, tracker: LossTracker, steps: data.EpochSteps) -> float:
         """Record the epoch's sample-weighted mean loss over every process (one host read)."""
         total, count = tracker.total_loss, tracker.running_count
         if self._accelerator.num_processes > 1:
             total, count = training_state.loss_partial_sum(self._accelerator, total, count)
+        data.warn_if_length_was_wrong(steps, count, metric)
         if not count:
             warnings.warn(
                 f"{metric} is not recorded for epoch {self.run_history.current_epoch}: the epoch had no samples on any "

@@ -23,7 +23,7 @@ class Pace:
 
     @hookimpl
     def on_train_update_end(self, trainer, num_updates):
-        rank = trainer._accelerator.process_index
+        rank = trainer.accelerator.process_index
         if num_updates == 3:
             (self.out_dir / f"ready.{rank}").touch()
             if self.fail_rank1 and rank == 1:

@@ -11,6 +11,7 @@ from pa_core.callbacks import CallbackHandler, StopTrainingError, TrainerCallbac
 from pa_core.hookspecs import hookimpl, hookspec
 from pa_core.placeholders import TrainerPlaceholderValues, replace_trainer_placeholder_values
 from pa_core.run_config import TrainerRunConfig
+from pa_core.run_state import RunState
 from pa_core.tracking import InMemoryRunHistory, LossTracker, RunHistory
 from pa_core.trainer import DEFAULT_CALLBACKS, Trainer, TrainerWithTimmScheduler
 
@@ -21,6 +22,7 @@ __all__ = [
     "InMemoryRunHistory",
     "LossTracker",
     "RunHistory",
+    "RunState",
     "StopTrainingError",
     "Trainer",
     "TrainerCallback",

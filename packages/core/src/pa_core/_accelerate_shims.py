@@ -135,3 +135,48 @@ def deal_batches_unevenly(prepared_dataloader: Any) -> Any:
     if isinstance(batch_sampler, BatchSamplerShard):
         batch_sampler.even_batches = False
     return prepared_dataloader
+
+
+def take_over_gradient_accumulation(accelerator: Any, gradient_accumulation_steps: int) -> None:
+    """pa divides the loss and skips gradient syncs itself; Accelerate must not do it again."""
+    launched_with = accelerator.gradient_accumulation_steps
+    if launched_with == 1 or accelerator.distributed_type == DistributedType.DEEPSPEED:
+        return  # (DeepSpeed's engine accumulation is checked against train() at run start)
+    if launched_with != gradient_accumulation_steps:
+        raise ValueError(
+            f"Accelerate was configured for {launched_with} gradient-accumulation steps (accelerate launch "
+            f"--gradient_accumulation_steps or the Accelerator), but train() got gradient_accumulation_steps="
+            f"{gradient_accumulation_steps}. pa accumulates itself: pass the number to train() only."
+        )
+    accelerator.gradient_accumulation_steps = 1
+
+
+def check_deepspeed_engine(accelerator: Any, engine: Any, run_config: Any) -> None:
+    """Under DeepSpeed the engine accumulates and clips: check it agrees with train()'s arguments.
+
+    Runs after ``on_training_run_start``, where pa-deepspeed sizes the engine from ``train()``.
+    """
+    if accelerator.distributed_type != DistributedType.DEEPSPEED or run_config is None:
+        return
+    if run_config.gradient_clip_value is not None:
+        raise ValueError(
+            f"train(gradient_clip_value={run_config.gradient_clip_value!r}) clips gradients by value, which "
+            "DeepSpeed cannot do: it clips the gradient norm inside its optimizer step (the DeepSpeed config's "
+            "gradient_clipping). Remove gradient_clip_value."
+        )
+    ga, engine_ga = run_config.gradient_accumulation_steps, engine.gradient_accumulation_steps()
+    if engine_ga != ga:
+        raise ValueError(
+            f"DeepSpeed is configured for {engine_ga} gradient-accumulation steps but train() was called with "
+            f"gradient_accumulation_steps={ga}. Pass --gradient_accumulation_steps {ga} to accelerate launch, set "
+            "it in the DeepSpeed config, or add pa-deepspeed's DeepSpeedCallback, which takes it from train()."
+        )
+
+
+def prepare_model_for_evaluation(accelerator: Any, model: Any) -> Any:
+    """The model prepared for ``evaluate()``: DeepSpeed builds ZeRO stage 1/2 engines only around
+    an optimizer, and evaluation needs none (every process holds the whole model)."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None and plugin.zero_stage != 3:
+        return accelerator.prepare_model(model, evaluation_mode=True)
+    return accelerator.prepare(model)

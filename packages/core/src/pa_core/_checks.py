@@ -8,6 +8,7 @@ used by those and by the loop (:func:`check_batch_output` on the first batch of 
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -304,6 +305,27 @@ def call_loss_func(loss_func: Any, model_outputs: Any, targets: Any, method: str
 # ----------------------------------------------------------------------------------------
 # Describing values
 # ----------------------------------------------------------------------------------------
+
+
+def warn_about_epoch_loss(metric: str, loss: float | None, epoch: int, run_state: Any) -> None:
+    """Warn about an epoch without samples (no loss is recorded for it), and once per run about a
+    diverged training loss."""
+    if loss is None:
+        warnings.warn(
+            f"{metric} is not recorded for epoch {epoch}: the epoch had no samples on any process (an empty "
+            "dataset, or an IterableDataset whose __iter__ does not start again each epoch).",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    elif metric == "train_loss_epoch" and not math.isfinite(loss) and not run_state.warned_non_finite:
+        run_state.warned_non_finite = True
+        warnings.warn(
+            f"train_loss_epoch is {loss} in epoch {epoch}: training diverged (lower the learning rate, clip "
+            "gradients, check the data), and the weights are probably no longer finite. Add the terminate-on-nan "
+            "callback to stop such runs automatically.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
 def _class_path(cls: type) -> str:

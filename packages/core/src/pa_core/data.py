@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import signal
 import warnings
@@ -116,7 +115,7 @@ class WorkerInit:
     """
 
     def __init__(self, init_fn: Any, signals: tuple[int, ...]) -> None:
-        self.init_fn = init_fn.init_fn if isinstance(init_fn, WorkerInit) else init_fn
+        self.init_fn: Any = init_fn.init_fn if isinstance(init_fn, WorkerInit) else init_fn
         self.signals = tuple(int(s) for s in signals)
 
     def __call__(self, worker_id: int) -> Any:
@@ -217,7 +216,7 @@ def is_stateful(obj: Any) -> bool:
 def split_between_processes(dataset: Any, rank: int, world: int) -> Any:
     """This process's share of an iterable dataset on ``world`` processes."""
     if _is_hf_iterable(dataset):
-        from datasets.distributed import split_dataset_by_node  # the dataset's own package
+        from datasets.distributed import split_dataset_by_node  # type: ignore[import-not-found]  # its own package
 
         return split_dataset_by_node(dataset, rank=rank, world_size=world)
     return _ProcessSplit(dataset, rank, world)
@@ -273,9 +272,9 @@ class StreamLoader:
         return len(self.dataloader)
 
     def set_epoch(self, epoch: int) -> None:
-        dataset = self.dataloader.dataset
-        if callable(getattr(dataset, "set_epoch", None)):
-            dataset.set_epoch(epoch)
+        set_epoch = getattr(self.dataloader.dataset, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
 
     def _position_owner(self) -> Any:
         if is_stateful(self.dataloader):
@@ -313,7 +312,7 @@ def prepare_stream_loader(dataloader: DataLoader, device: torch.device, rank: in
             stacklevel=4,
         )
     try:
-        length: int | None = len(dataset)
+        length: int | None = len(dataset)  # type: ignore[arg-type]
     except TypeError:  # no __len__ (or a wrapper around a dataset without one)
         length = None
     if world > 1:
@@ -549,6 +548,40 @@ def global_num_batches(dataloader: Any, num_processes: int, group: Any = None) -
     return None if length < 0 else length
 
 
-def num_updates_per_epoch(num_batches: int | None, gradient_accumulation_steps: int) -> int | None:
-    """Optimizer updates in an epoch of ``num_batches`` batches (the last window may be short)."""
-    return None if num_batches is None else math.ceil(num_batches / gradient_accumulation_steps)
+def rest_of_epoch(accelerator: Any, dataloader: Any, steps_done: int, data_position: Any) -> Any:
+    """The loader of an epoch resumed after ``steps_done`` steps, or None when the data cannot
+    continue mid-epoch (an iterable dataset that cannot restore its position: with a warning,
+    the epoch starts again)."""
+    from pa_core.utils import DataLoaderSlice
+
+    if not is_stream(dataloader):
+        if isinstance(dataloader, DataLoaderSlice):  # a limited loader stays limited
+            rest = accelerator.skip_first_batches(dataloader.dl, steps_done)
+            return DataLoaderSlice(rest, max(dataloader.slice_size - steps_done, 0))
+        return accelerator.skip_first_batches(dataloader, steps_done)
+    if data_position is not None and is_stateful(dataloader):
+        dataloader.load_state_dict(data_position)
+        return dataloader
+    warnings.warn(
+        "Resuming in the middle of an epoch, but the training data is an iterable dataset that cannot save its "
+        "position, so the epoch starts again from its beginning. (A dataset with state_dict()/load_state_dict() "
+        "read without DataLoader workers, or a torchdata StatefulDataLoader, resumes exactly.)",
+        UserWarning,
+        stacklevel=5,
+    )
+    return None
+
+
+def gather_rows(accelerator: Any, tensor: Any, padding_value: Any = None) -> Any:
+    """``accelerator.gather(tensor)`` for tensors whose first dimension differs between processes:
+    exactly the rows each process had, process 0's first (padding is used for the transfer only)."""
+    if accelerator.num_processes == 1 or not isinstance(tensor, torch.Tensor) or tensor.ndim == 0:
+        return accelerator.gather(tensor)
+    sizes = accelerator.gather(torch.tensor([tensor.shape[0]], device=tensor.device)).tolist()
+    rows = max(sizes)
+    if min(sizes) == rows:
+        return accelerator.gather(tensor)
+    fill = 0 if padding_value is None else padding_value
+    padding = tensor.new_full((rows - tensor.shape[0], *tensor.shape[1:]), fill)
+    gathered = accelerator.gather(torch.cat([tensor, padding]))
+    return torch.cat([gathered[rank * rows : rank * rows + size] for rank, size in enumerate(sizes)])

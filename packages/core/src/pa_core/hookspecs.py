@@ -25,6 +25,23 @@ ends training early by raising :class:`pa_core.StopTrainingError`. Hooks marked 
 once per batch: keep them cheap and avoid reading tensors back to the host (``.item()``)
 there, which stalls the device.
 
+What a hook can use is public: ``trainer.run_state`` (:class:`pa_core.RunState`: the run's data
+loaders, loss trackers and position), ``trainer.run_config``, ``trainer.run_history``,
+``trainer.accelerator``, ``trainer.num_processes``, ``trainer.is_world_process_zero``,
+``trainer.print``, ``trainer.gather`` and ``trainer.run_eval_epoch`` (evaluate now, another model
+or loader if need be). pa's own callbacks use nothing else.
+
+**Several processes.** Every process runs the same number of training and evaluation steps, and
+every step's hooks fire on every process, so a collective call made from a hook on every process
+(``trainer.gather``, a metric's sync, ``torch.distributed.all_reduce``) always completes. At the
+end of an epoch a process whose data has run out takes its remaining steps with an *empty batch*:
+the structure of its batches with zero rows. On such a step ``batch_output["batch_size"]`` is 0,
+``batch_output["loss"]`` is 0 and ``model_outputs`` has zero rows; it adds nothing to the losses
+and its gradients are zero. Count samples with ``batch_size``, never with steps, and skip
+per-sample updates on empty steps (:func:`pa_core.data.is_empty_step`), but still make collective
+calls there. This holds for map-style datasets and for iterable ones (which pa splits between
+processes), with or without DataLoader workers; on one process there are no empty steps.
+
 Besides these, ``trainer.callback_handler.call_event("on_my_event", trainer=trainer, ...)``
 calls any custom event on the callbacks that define it.
 """
@@ -97,11 +114,13 @@ def on_train_step_start(trainer: Trainer) -> None:
 def on_train_step_end(trainer: Trainer, batch: Any, batch_output: dict[str, Any], step: int) -> None:
     """Called after a training batch's loss is computed and before ``backward``. *Hot.*
 
-    :param batch: the batch as yielded by the (prepared) train data loader.
+    Fires on every process at every step, an empty batch's included (see the module docs).
+
+    :param batch: the batch as yielded by the (prepared) train data loader, or an empty batch.
     :param batch_output: the dict returned by ``calculate_train_batch_loss``: ``loss``
         (unscaled by gradient accumulation, a tensor on the device), ``model_outputs``,
         ``batch_size`` and anything else the method returned.
-    :param step: the batch's index within the epoch, starting at 0.
+    :param step: the step's index within the epoch, starting at 0 (the same on every process).
     """
 
 
@@ -141,8 +160,15 @@ def on_eval_step_start(trainer: Trainer) -> None:
 def on_eval_step_end(trainer: Trainer, batch: Any, batch_output: dict[str, Any]) -> None:
     """Called after each evaluation batch's loss is computed. *Hot.*
 
-    :param batch: the batch as yielded by the eval data loader.
-    :param batch_output: the dict returned by ``calculate_eval_batch_loss``.
+    Every sample of the evaluation set is in exactly one non-empty step of one process, on any
+    number of processes, for map-style and iterable datasets: ``trainer.gather(t,
+    padding_value=...)`` called here on every step returns each sample's rows once, process 0's
+    first, which for an unshuffled map-style dataset is the dataset's order. A process with no
+    data left gets an empty batch (``batch_output["batch_size"] == 0``).
+
+    :param batch: the batch as yielded by the eval data loader, or an empty batch.
+    :param batch_output: the dict returned by ``calculate_eval_batch_loss`` (for an empty
+        batch, with ``loss`` and ``batch_size`` 0).
     """
 
 
@@ -199,13 +225,17 @@ def on_stop_training_error(trainer: Trainer, error: BaseException) -> None:
 
 @hookspec
 def on_preemption(trainer: Trainer, signal_number: int, state_dir: str | None) -> None:
-    """Called when SIGTERM or SIGINT stopped training after an optimizer update.
+    """Called when a preemption signal (``trainer.preemption_signals``) stopped ``train()`` or
+    ``evaluate()``.
 
-    Fires on every process, after the training state was saved to ``state_dir`` (None when
-    ``trainer.preemption_save_dir`` is not set) and before :class:`pa_core.TrainingPreempted`
-    is raised. Save anything else that must survive here.
+    The run stops at the first optimizer update, evaluation step or epoch end after the signal,
+    at the same place on every process (even when only one received it). This fires on every
+    process, after the training state was saved to ``state_dir`` (None when
+    ``trainer.preemption_save_dir`` is not set, and in ``evaluate()``) and before
+    :class:`pa_core.TrainingPreempted` is raised. Save anything else that must survive here.
 
-    :param signal_number: the signal received (``signal.SIGTERM`` or ``signal.SIGINT``).
+    :param signal_number: the signal received (e.g. ``signal.SIGTERM``, ``signal.SIGINT``,
+        ``signal.SIGUSR1``).
     :param state_dir: where the training state was saved, or None.
     """
 

@@ -67,6 +67,7 @@ class PluginEntry:
 
     @property
     def origin(self) -> str:
+        """Where the entry point comes from, for messages: name, value, group and distribution."""
         return (
             f"entry point {self.name!r} = {self.value!r} in group {self.group!r} "
             f"of distribution {self.distribution} {self.version}"

@@ -156,3 +156,23 @@ class LossTracker:
     def average(self) -> Any:
         """Sample-weighted mean of the values so far (0 before any update)."""
         return self.total_loss / self.running_count if self.running_count else 0
+
+
+def sum_over_processes(accelerator: Any, total: Any, count: int) -> tuple[float, int]:
+    """A loss sum and its number of samples, each added up over every process (collective when
+    there are several; one host read)."""
+    if accelerator.num_processes == 1:
+        return float(total), int(count)
+    device = accelerator.device
+    stats = torch.stack(
+        [torch.as_tensor(total, dtype=torch.float32).to(device).reshape(()), torch.tensor(float(count), device=device)]
+    )
+    summed_total, summed_count = accelerator.reduce(stats, reduction="sum").tolist()
+    return summed_total, int(summed_count)
+
+
+def epoch_loss(tracker: LossTracker, accelerator: Any) -> tuple[float | None, int]:
+    """The sample-weighted mean of ``tracker`` over every process (None without samples) and
+    the number of samples."""
+    total, count = sum_over_processes(accelerator, tracker.total_loss, tracker.running_count)
+    return (total / count if count else None), count

@@ -9,7 +9,6 @@ overridable method runs before the callback event of the same name. What one ``t
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from collections.abc import Callable, Iterable
@@ -23,15 +22,14 @@ from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader, Dataset
 
 from pa_core import _accelerate_shims as shims
-from pa_core import _checks, data, plugins, training_state
+from pa_core import _checkpoints, _checks, data, plugins, training_state
 from pa_core._preemption import DEFAULT_SIGNALS, SignalWatcher, TrainingPreempted
-from pa_core._serialization import atomic_save, check_checkpoint, check_optimizer_state, load_file, load_model_state
 from pa_core.callbacks import CallbackHandler, StopTrainingError
 from pa_core.placeholders import replace_trainer_placeholder_values
-from pa_core.run_config import TrainerRunConfig
+from pa_core.run_config import TrainerRunConfig, create_run_config
 from pa_core.run_state import RunState
-from pa_core.tracking import InMemoryRunHistory, LossTracker, RunHistory
-from pa_core.utils import DataLoaderSlice, LimitBatchesCallback, limit_batches_from_env
+from pa_core.tracking import InMemoryRunHistory, LossTracker, RunHistory, epoch_loss
+from pa_core.utils import LimitBatchesCallback, limit_batches_from_env
 
 __all__ = ["DEFAULT_CALLBACKS", "Trainer", "TrainerWithTimmScheduler"]
 
@@ -104,9 +102,7 @@ class Trainer:
         self._accelerator = self._new_accelerator()
         self.callback_handler.call_event("on_init_end", self)
 
-    # ------------------------------------------------------------------------------------
-    # Accelerate
-    # ------------------------------------------------------------------------------------
+    # -- Accelerate ----------------------------------------------------------------------------------
 
     def _create_accelerator(self) -> Accelerator:
         """Create the Accelerator; override to pass options (mixed precision, kwargs handlers).
@@ -135,9 +131,7 @@ class Trainer:
             config.data_seed = self.seed if self.seed is not None else 0
         return accelerator
 
-    # ------------------------------------------------------------------------------------
-    # What plugins and subclasses use
-    # ------------------------------------------------------------------------------------
+    # -- What plugins and subclasses use -------------------------------------------------------------
 
     @property
     def accelerator(self) -> Accelerator:
@@ -231,32 +225,17 @@ class Trainer:
         self._accelerator.print(*args, **kwargs)
 
     def gather(self, tensor: torch.Tensor, padding_value: Any = None) -> torch.Tensor:
-        """Gather ``tensor`` from every process (collective), concatenated along dimension 0.
-
-        Processes may hold different numbers of rows (the last evaluation batches differ in
-        size; a process with no data left has an empty batch): the result holds exactly the
-        rows every process had, process 0's first, then process 1's, and so on. Rows are padded
-        with ``padding_value`` (0 if None) for the transfer only; padding is never returned.
-        """
-        accelerator = self._accelerator
-        if accelerator.num_processes == 1 or not isinstance(tensor, torch.Tensor) or tensor.ndim == 0:
-            return accelerator.gather(tensor)
-        sizes = accelerator.gather(torch.tensor([tensor.shape[0]], device=tensor.device)).tolist()
-        rows = max(sizes)
-        if min(sizes) == rows:
-            return accelerator.gather(tensor)
-        fill = 0 if padding_value is None else padding_value
-        padding = tensor.new_full((rows - tensor.shape[0], *tensor.shape[1:]), fill)
-        gathered = accelerator.gather(torch.cat([tensor, padding]))
-        return torch.cat([gathered[rank * rows : rank * rows + size] for rank, size in enumerate(sizes)])
+        """Gather ``tensor`` from every process (collective), concatenated along dimension 0:
+        exactly the rows every process had, process 0's first, though processes may hold
+        different numbers (uneven last batches, empty batches). ``padding_value`` (0 if None)
+        fills rows for the transfer only; padding is never returned."""
+        return data.gather_rows(self._accelerator, tensor, padding_value)
 
     def get_model(self, keep_torch_compile: bool = True) -> torch.nn.Module:
         """The model without Accelerate's wrappers (DDP, mixed precision)."""
         return self._accelerator.unwrap_model(self.model, keep_torch_compile=keep_torch_compile)
 
-    # ------------------------------------------------------------------------------------
-    # train()
-    # ------------------------------------------------------------------------------------
+    # -- train() -------------------------------------------------------------------------------------
 
     def train(
         self,
@@ -301,11 +280,12 @@ class Trainer:
         if reset_run_history:
             self.run_history.reset()
         self._start_run(training=True)
-        self._take_over_gradient_accumulation(gradient_accumulation_steps)
+        shims.take_over_gradient_accumulation(self._accelerator, gradient_accumulation_steps)
         self._prepare_training(per_device_batch_size, train_dataloader_kwargs, eval_dataloader_kwargs)
-        self.run_config = self._create_run_config(
-            num_epochs, per_device_batch_size, gradient_accumulation_steps, gradient_clip_value, max_num_train_steps
-        )
+        self.run_config = create_run_config(
+            self._accelerator, self._run, (self._train_dl_kwargs, self._eval_dl_kwargs), num_epochs,
+            per_device_batch_size, gradient_accumulation_steps, gradient_clip_value, max_num_train_steps,
+        )  # fmt: skip
         self._run.first_epoch = self.run_history.current_epoch
         self._run.last_epoch = self._run.first_epoch - 1 + self.run_config.num_epochs
         self.scheduler = self.create_scheduler() if create_scheduler_fn is not None else None
@@ -323,19 +303,6 @@ class Trainer:
             self._run.num_updates = previous.num_updates
         if self._accelerator.num_processes > 1:
             self._run.control_group = data.control_group()
-
-    def _take_over_gradient_accumulation(self, gradient_accumulation_steps: int) -> None:
-        """pa divides the loss and skips gradient syncs itself; Accelerate must not do it again."""
-        launched_with = self._accelerator.gradient_accumulation_steps
-        if launched_with == 1 or self._accelerator.distributed_type == DistributedType.DEEPSPEED:
-            return  # (DeepSpeed's engine accumulation is checked against train() at run start)
-        if launched_with != gradient_accumulation_steps:
-            raise ValueError(
-                f"Accelerate was configured for {launched_with} gradient-accumulation steps (accelerate launch "
-                f"--gradient_accumulation_steps or the Accelerator), but train() got gradient_accumulation_steps="
-                f"{gradient_accumulation_steps}. pa accumulates itself: pass the number to train() only."
-            )
-        self._accelerator.gradient_accumulation_steps = 1
 
     def _prepare_training(
         self, batch_size: int, train_kwargs: dict[str, Any] | None, eval_kwargs: dict[str, Any] | None
@@ -372,36 +339,6 @@ class Trainer:
             # threads, and that deadlocks or aborts the process as it exits.
             self._wrapped_model = None
 
-    def _create_run_config(
-        self, num_epochs: int, batch_size: int, ga: int, clip_value: float | None, max_steps: int | None
-    ) -> TrainerRunConfig:
-        accelerator, run = self._accelerator, self._run
-        num_batches = data.global_num_batches(run.train_dataloader, accelerator.num_processes, run.control_group)
-        updates_per_epoch = data.num_updates_per_epoch(num_batches, ga)
-        if max_steps is not None and updates_per_epoch:
-            num_epochs = math.ceil(max_steps / updates_per_epoch)
-        train_batch_size = _loader_batch_size(run.train_dataloader, self._train_dl_kwargs, batch_size)
-        eval_batch_size = _loader_batch_size(run.eval_dataloader, self._eval_dl_kwargs, batch_size)
-        return TrainerRunConfig(
-            num_epochs=num_epochs,
-            train_per_device_batch_size=train_batch_size,
-            train_dl_kwargs=self._train_dl_kwargs,
-            eval_per_device_batch_size=eval_batch_size,
-            eval_dl_kwargs=self._eval_dl_kwargs,
-            gradient_accumulation_steps=ga,
-            gradient_clip_value=clip_value,
-            train_total_batch_size=train_batch_size * accelerator.num_processes * ga,
-            eval_total_batch_size=eval_batch_size * accelerator.num_processes,
-            num_update_steps_per_epoch=updates_per_epoch,
-            num_local_update_steps_per_epoch=updates_per_epoch,
-            max_num_train_steps=max_steps,
-            is_local_process_zero=accelerator.is_local_main_process,
-            is_world_process_zero=accelerator.is_main_process,
-            is_distributed=accelerator.distributed_type != DistributedType.NO,
-            mixed_precision=accelerator.mixed_precision,
-            num_processes=accelerator.num_processes,
-        )
-
     def _run_guarded(self, run: Callable[[], None]) -> None:
         """Run the loop with preemption signals watched; tell callbacks about any exception."""
         watcher = SignalWatcher(self.preemption_signals, self._run.control_group) if self.handle_signals else None
@@ -419,17 +356,16 @@ class Trainer:
             self._run.signals = None
             self._unwrap_after_run()
 
-    # ------------------------------------------------------------------------------------
-    # The loop
-    # ------------------------------------------------------------------------------------
+    # -- The loop ------------------------------------------------------------------------------------
 
     def _run_training(self) -> None:
         run = self._run
         self.training_run_start()
         self.callback_handler.call_event("on_training_run_start", self)
-        self._check_deepspeed_engine()
+        shims.check_deepspeed_engine(self._accelerator, self.model, self.run_config)
         try:
-            while self.run_history.current_epoch <= run.last_epoch and not self._max_steps_reached():
+            max_steps = self.run_config.max_num_train_steps if self.run_config is not None else None
+            while self.run_history.current_epoch <= run.last_epoch and not (max_steps and run.num_updates >= max_steps):
                 if not run.train_done:
                     self._run_train_epoch(run.train_dataloader)
                 if run.eval_dataloader is not None:
@@ -437,7 +373,7 @@ class Trainer:
                 run.epoch_done = True
                 self.training_run_epoch_end()
                 self.callback_handler.call_event("on_training_run_epoch_end", self)
-                self._agree_on_signals()
+                self._check_signals(agree=True)
                 self.run_history._increment_epoch()
                 run.start_epoch()
         except StopTrainingError as error:
@@ -445,10 +381,11 @@ class Trainer:
             self.callback_handler.call_event("on_stop_training_error", self, error=error)
         self.training_run_end()
         self.callback_handler.call_event("on_training_run_end", self)
-        self._agree_on_signals()  # a signal after the last update still stops the run the documented way
+        self._check_signals(agree=True)  # a signal after the last update still stops the run the documented way
 
     def _run_train_epoch(self, train_dl: Any) -> None:
         run, config = self._run, self.run_config
+        assert config is not None  # (train() creates it before the loop runs)
         ga, max_steps = config.gradient_accumulation_steps, config.max_num_train_steps
         self.train_epoch_start()
         steps = self._epoch_steps(train_dl)
@@ -463,7 +400,7 @@ class Trainer:
                 # themselves (DeepSpeed) step exactly when this loop does.
                 self._accelerator.sync_gradients = is_update_step
             with self._accelerator.no_sync(self.model) if sync_free and not is_update_step else nullcontext():
-                self._train_step(batch, step, steps)
+                self._train_step(batch, step, steps, ga)
             if is_update_step:
                 self._optimizer_update(step, steps.position)
                 if max_steps is not None and run.num_updates >= max_steps:
@@ -473,8 +410,7 @@ class Trainer:
         self._record_epoch_loss("train_loss_epoch", run.loss_tracker, steps)
         self.callback_handler.call_event("on_train_epoch_end", self)
 
-    def _train_step(self, batch: Any, step: int, steps: data.EpochSteps) -> None:
-        ga = self.run_config.gradient_accumulation_steps
+    def _train_step(self, batch: Any, step: int, steps: data.EpochSteps, ga: int) -> None:
         batch_output = self.calculate_train_batch_loss(batch)
         if step == steps.start_step:
             _checks.check_batch_output(batch_output, "calculate_train_batch_loss")
@@ -489,8 +425,9 @@ class Trainer:
         self.backward_step(self._loss_for_backward(loss, batch_output, ga, steps))
 
     def _optimizer_update(self, step: int, data_position: Any) -> None:
-        run = self._run
-        if self.run_config.gradient_clip_value is not None:
+        run, config = self._run, self.run_config
+        assert config is not None
+        if config.gradient_clip_value is not None:
             self._clip_gradients()
         self.optimizer_step()
         run.num_updates += 1
@@ -510,7 +447,7 @@ class Trainer:
         if training and hasattr(dataloader, "set_epoch"):
             dataloader.set_epoch(self.run_history.current_epoch - 1)
         if training and run.epoch_step:
-            rest = self._rest_of_epoch(dataloader, run.epoch_step)
+            rest = data.rest_of_epoch(self._accelerator, dataloader, run.epoch_step, run.data_position)
             start = run.epoch_step if rest is not None else 0
             if rest is None:
                 run.start_epoch()
@@ -518,25 +455,6 @@ class Trainer:
         if training:
             run.epoch_steps = steps
         return steps
-
-    def _rest_of_epoch(self, dataloader: Any, steps_done: int) -> Any:
-        if not data.is_stream(dataloader):
-            if isinstance(dataloader, DataLoaderSlice):  # a limited loader stays limited
-                rest = self._accelerator.skip_first_batches(dataloader.dl, steps_done)
-                return DataLoaderSlice(rest, max(dataloader.slice_size - steps_done, 0))
-            return self._accelerator.skip_first_batches(dataloader, steps_done)
-        if self._run.data_position is not None and data.is_stateful(dataloader):
-            dataloader.load_state_dict(self._run.data_position)
-            return dataloader
-        warnings.warn(
-            f"Resuming in the middle of epoch {self.run_history.current_epoch}, but the training data is an iterable "
-            "dataset that cannot save its position, so the epoch starts again from its beginning. (A dataset with "
-            "state_dict()/load_state_dict() read without DataLoader workers, or a torchdata StatefulDataLoader, "
-            "resumes exactly.)",
-            UserWarning,
-            stacklevel=4,
-        )
-        return None
 
     def _run_eval_epoch(self, valid_dl: Any, is_training: bool = True, is_intermediate: bool = False) -> float:
         run, was_training = self._run, self.model.training
@@ -556,7 +474,7 @@ class Trainer:
                     run.eval_loss_tracker.update(batch_output["loss"], batch_output["batch_size"])
                 self.callback_handler.call_event("on_eval_step_end", self, batch=batch, batch_output=batch_output)
                 if (step + 1) % self.preemption_check_interval == 0:
-                    self._poll_signals()
+                    self._check_signals()
         self.eval_epoch_end()
         metric = "eval_loss_epoch" if is_training else "evaluation_loss"
         loss = self._record_epoch_loss(
@@ -603,17 +521,12 @@ class Trainer:
             self.model, self.callback_handler = saved[0], saved[1]
             self.run_history.set_metric_name_prefix(saved[2])
 
-    def _poll_signals(self) -> None:
+    def _check_signals(self, agree: bool = False) -> None:
+        """Unwind to the run's top level if a preemption signal says to stop here (``agree``: at an
+        epoch's or run's end, where the processes agree with a collective)."""
         signals = self._run.signals
         if signals is not None:
-            signal_number = signals.poll()
-            if signal_number:
-                raise _StopRequested(signal_number)
-
-    def _agree_on_signals(self) -> None:
-        signals = self._run.signals
-        if signals is not None:
-            signal_number = signals.agree()
+            signal_number = signals.agree() if agree else signals.poll()
             if signal_number:
                 raise _StopRequested(signal_number)
 
@@ -628,32 +541,6 @@ class Trainer:
         error = TrainingPreempted(signal_number, state_dir, epoch, run.num_updates)
         self._accelerator.print(error)
         raise error
-
-    def _check_deepspeed_engine(self) -> None:
-        """Under DeepSpeed the engine accumulates and clips: check it agrees with train()'s arguments.
-
-        Runs after ``on_training_run_start``, where pa-deepspeed sizes the engine from ``train()``.
-        """
-        if self._accelerator.distributed_type != DistributedType.DEEPSPEED:
-            return
-        if self.run_config.gradient_clip_value is not None:
-            raise ValueError(
-                f"train(gradient_clip_value={self.run_config.gradient_clip_value!r}) clips gradients by value, which "
-                "DeepSpeed cannot do: it clips the gradient norm inside its optimizer step (the DeepSpeed config's "
-                "gradient_clipping). Remove gradient_clip_value."
-            )
-        ga = self.run_config.gradient_accumulation_steps
-        engine_ga = self.model.gradient_accumulation_steps()  # type: ignore[operator]  # a DeepSpeed engine
-        if engine_ga != ga:
-            raise ValueError(
-                f"DeepSpeed is configured for {engine_ga} gradient-accumulation steps but train() was called with "
-                f"gradient_accumulation_steps={ga}. Pass --gradient_accumulation_steps {ga} to accelerate launch, set "
-                "it in the DeepSpeed config, or add pa-deepspeed's DeepSpeedCallback, which takes it from train()."
-            )
-
-    def _max_steps_reached(self) -> bool:
-        max_steps = self.run_config.max_num_train_steps
-        return max_steps is not None and self._run.num_updates >= max_steps
 
     def _loss_for_backward(
         self, loss: torch.Tensor, batch_output: dict[str, Any], ga: int, steps: data.EpochSteps
@@ -679,29 +566,12 @@ class Trainer:
 
     def _record_epoch_loss(self, metric: str, tracker: LossTracker, steps: data.EpochSteps) -> float:
         """Record the epoch's sample-weighted mean loss over every process (one host read)."""
-        total, count = tracker.total_loss, tracker.running_count
-        if self._accelerator.num_processes > 1:
-            total, count = training_state.loss_partial_sum(self._accelerator, total, count)
+        loss, count = epoch_loss(tracker, self._accelerator)
         data.warn_if_length_was_wrong(steps, count, metric)
-        if not count:
-            warnings.warn(
-                f"{metric} is not recorded for epoch {self.run_history.current_epoch}: the epoch had no samples on any "
-                "process (an empty dataset, or an IterableDataset whose __iter__ does not start again each epoch).",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        _checks.warn_about_epoch_loss(metric, loss, self.run_history.current_epoch, self._run)
+        if loss is None:
             return float("nan")
-        loss = float(total) / count
         self.run_history.update_metric(metric, loss)
-        if metric == "train_loss_epoch" and not math.isfinite(loss) and not self._run.warned_non_finite:
-            self._run.warned_non_finite = True
-            warnings.warn(
-                f"train_loss_epoch is {loss} in epoch {self.run_history.current_epoch}: training diverged (lower the "
-                "learning rate, clip gradients, check the data), and the weights are probably no longer finite. Add "
-                "the terminate-on-nan callback to stop such runs automatically.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
         return loss
 
     def _notify_exception(self, exc: BaseException) -> None:
@@ -712,9 +582,7 @@ class Trainer:
         except Exception as hook_error:  # never hide the original error
             warnings.warn(f"A callback failed while handling an exception: {hook_error!r}", stacklevel=2)
 
-    # ------------------------------------------------------------------------------------
-    # Overridable steps
-    # ------------------------------------------------------------------------------------
+    # -- Overridable steps ---------------------------------------------------------------------------
 
     def create_train_dataloader(self, batch_size: int, train_dl_kwargs: dict[str, Any] | None = None) -> DataLoader:
         """Build the training ``DataLoader`` from the defaults updated with ``train_dl_kwargs``."""
@@ -776,6 +644,7 @@ class Trainer:
         self._accelerator.backward(loss)
 
     def _clip_gradients(self) -> None:
+        assert self.run_config is not None and self.run_config.gradient_clip_value is not None
         self._accelerator.clip_grad_value_(self.model.parameters(), clip_value=self.run_config.gradient_clip_value)
 
     def optimizer_step(self) -> None:
@@ -821,9 +690,7 @@ class Trainer:
     def evaluation_run_end(self) -> None:
         """Called at the end of ``evaluate()``."""
 
-    # ------------------------------------------------------------------------------------
-    # evaluate()
-    # ------------------------------------------------------------------------------------
+    # -- evaluate() ----------------------------------------------------------------------------------
 
     def evaluate(
         self,
@@ -846,13 +713,7 @@ class Trainer:
         self.run_history.reset()
         self._start_run(training=False)
         eval_dl = self.create_eval_dataloader(per_device_batch_size, dataloader_kwargs)
-        deepspeed_plugin = self._accelerator.state.deepspeed_plugin
-        if deepspeed_plugin is not None and deepspeed_plugin.zero_stage != 3:
-            # DeepSpeed builds ZeRO stage 1/2 engines only around an optimizer, and evaluation
-            # needs no engine: every process holds the whole model.
-            self.model = self._accelerator.prepare_model(self.model, evaluation_mode=True)
-        else:
-            self.model = self._accelerator.prepare(self.model)
+        self.model = shims.prepare_model_for_evaluation(self._accelerator, self.model)
         self._wrapped_model = self.model
         self._run.eval_dataloader = self._prepare_dataloader(eval_dl)
         self._run_guarded(self._run_evaluation)
@@ -867,11 +728,9 @@ class Trainer:
             self.callback_handler.call_event("on_stop_training_error", self, error=error)
         self.evaluation_run_end()
         self.callback_handler.call_event("on_evaluation_run_end", self)
-        self._agree_on_signals()
+        self._check_signals(agree=True)
 
-    # ------------------------------------------------------------------------------------
-    # Checkpoints
-    # ------------------------------------------------------------------------------------
+    # -- checkpoints (the files: pa_core._checkpoints and pa_core.training_state) ------------
 
     def save_checkpoint(
         self,
@@ -883,123 +742,42 @@ class Trainer:
     ) -> None:
         """Save the model weights (and optimizer/scheduler state) to one portable file.
 
-        The file holds ``model_state_dict`` (unwrapped, without ``torch.compile`` prefixes),
-        ``optimizer_state_dict`` and ``scheduler_state_dict`` when present and asked for,
-        and ``checkpoint_kwargs`` at the top level. Call it on every process; the file is
-        written by the main process of each node (``save_per_node``) or of the world only.
+        The file holds ``model_state_dict`` (unwrapped, without ``torch.compile`` prefixes,
+        gathered from sharded engines), ``optimizer_state_dict`` and ``scheduler_state_dict``
+        when present and asked for, and ``checkpoint_kwargs`` at the top level. Call it on every
+        process; the main process of each node (``save_per_node``) or of the world writes it.
         """
-        model, wrapped = self.model, self._wrapped_model
-        if wrapped is not None and wrapped is not model and self._accelerator.unwrap_model(wrapped) is model:
-            model = wrapped  # after train(): sharded engines (DeepSpeed ZeRO-3) gather through their wrapper
-        model_state = self._accelerator.get_state_dict(model, unwrap=True)
-        # DeepSpeed ZeRO-3 gathers the full weights on the world's main process only (None elsewhere).
-        has_weights = model_state is not None
-        checkpoint: dict[str, Any] = {"model_state_dict": _strip_compile_prefix(model_state) if has_weights else {}}
-        if save_optimizer and self.optimizer is not None:
-            if self._accelerator.distributed_type == DistributedType.DEEPSPEED:
-                warnings.warn(
-                    "DeepSpeed shards the optimizer state across processes, so save_checkpoint saves the model "
-                    "weights only; use save_training_state(dir) to keep the optimizer state.",
-                    UserWarning,
-                    stacklevel=2,
-                )
-            else:
-                checkpoint["optimizer_state_dict"] = self.optimizer.state_dict()
-        if save_scheduler and self.scheduler is not None:
-            checkpoint["scheduler_state_dict"] = self.scheduler.state_dict()
-        checkpoint.update(checkpoint_kwargs or {})
-        writer = self._accelerator.is_local_main_process if save_per_node else self._accelerator.is_main_process
-        if writer and has_weights:
-            atomic_save(checkpoint, save_path)
-        self._accelerator.wait_for_everyone()
+        _checkpoints.save_checkpoint(
+            self, save_path, checkpoint_kwargs, save_optimizer, save_scheduler, save_per_node, self._wrapped_model
+        )
 
     def load_checkpoint(
         self, checkpoint_path: str | os.PathLike[str], load_optimizer: bool = True, load_scheduler: bool = True
     ) -> dict[str, Any]:
         """Load a file written by :meth:`save_checkpoint` and return its whole content.
 
-        Only tensors and plain data are unpickled; anything else is refused. A file that cannot
-        be used raises :class:`pa_core.CheckpointError`, naming it and saying why.
+        Only tensors and plain data are unpickled; a file that cannot be used raises
+        :class:`pa_core.CheckpointError`, naming it and saying why.
         """
-        checkpoint = check_checkpoint(load_file(checkpoint_path, "checkpoint"), checkpoint_path)
-        if load_optimizer and "optimizer_state_dict" in checkpoint and self.optimizer is None:
-            raise ValueError(
-                "The checkpoint holds an optimizer state but this Trainer has no optimizer: create the Trainer "
-                "with the optimizer, or call load_checkpoint(..., load_optimizer=False)."
-            )
-        if load_scheduler and "scheduler_state_dict" in checkpoint and self.scheduler is None:
-            raise ValueError(
-                "The checkpoint holds a scheduler state but this Trainer has no scheduler (one is created by "
-                "train(create_scheduler_fn=...)); call load_checkpoint(..., load_scheduler=False)."
-            )
-        if load_optimizer and "optimizer_state_dict" in checkpoint:
-            check_optimizer_state(self.optimizer, checkpoint["optimizer_state_dict"], checkpoint_path)
-        model = self._accelerator.unwrap_model(self.model, keep_torch_compile=False)
-        load_model_state(model, checkpoint["model_state_dict"], checkpoint_path)
-        if load_optimizer and "optimizer_state_dict" in checkpoint:
-            self.optimizer.load_state_dict(checkpoint["optimizer_state_dict"])
-        if load_scheduler and "scheduler_state_dict" in checkpoint:
-            self.scheduler.load_state_dict(checkpoint["scheduler_state_dict"])
-        return checkpoint
+        return _checkpoints.load_checkpoint(self, checkpoint_path, load_optimizer, load_scheduler)
 
     def save_training_state(
         self, output_dir: str | os.PathLike[str], checkpoint_kwargs: dict[str, Any] | None = None
     ) -> None:
-        """Save everything needed to continue this run with ``train(resume_from=output_dir)``.
-
-        Accelerate writes the model, optimizer, RNG and gradient-scaler states (sharded
-        where the model is); pa adds the epoch and position, run history, scheduler, loss
-        tracker and callback states (:mod:`pa_core.training_state` describes the folder). The
-        folder appears complete or not at all. Call it on every process. States saved at an
-        optimizer update (``on_train_update_end``) or at an epoch's end
-        (``on_training_run_epoch_end``) resume exactly.
+        """Save everything needed to continue this run with ``train(resume_from=output_dir)``
+        (:mod:`pa_core.training_state` describes the folder, which appears complete or not at
+        all). Call it on every process. A state saved at an optimizer update
+        (``on_train_update_end``) or an epoch's end (``on_training_run_epoch_end``) resumes exactly.
         """
-        run = self._run
-        position = run.position()
-        position["loss_total"], position["loss_count"] = training_state.loss_partial_sum(
-            self._accelerator, position["loss_total"], position["loss_count"]
-        )
-        metadata = {
-            "epoch": self.run_history.current_epoch,
-            "first_epoch": run.first_epoch,
-            "position": position,
-            "per_device_batch_size": self.run_config.train_per_device_batch_size if self.run_config else None,
-            "run_history": self.run_history.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "callbacks": self.callback_handler.state_dict(),
-            "checkpoint_kwargs": checkpoint_kwargs or {},
-        }
-        training_state.write_training_state(self._accelerator, output_dir, metadata, run.data_position)
+        training_state.save_training_state(self, output_dir, checkpoint_kwargs)
 
     def load_training_state(self, input_dir: str | os.PathLike[str], restore_position: bool = True) -> dict[str, Any]:
-        """Restore a state written by :meth:`save_training_state`; returns pa's metadata.
-
-        ``train(resume_from=...)`` calls this after preparing the run; call it yourself only
-        on a trainer whose model and optimizer are prepared (inside a run, e.g. in
-        ``on_training_run_start``). ``restore_position=False`` restores the model, optimizer,
-        scheduler and random states only, for a new run that starts from a saved state.
+        """Restore a state written by :meth:`save_training_state` into the prepared run (as
+        ``train(resume_from=...)`` does) and return pa's metadata; ``restore_position=False``
+        restores the model, optimizer, scheduler and random states only, for a new run that
+        starts from them (call it in ``on_training_run_start``).
         """
-        path = training_state.find_training_state(input_dir, argument="input_dir")
-        metadata, data_position = training_state.load_training_state_files(self._accelerator, path, self.optimizer)
-        if metadata.get("scheduler") is not None and self.scheduler is not None:
-            self.scheduler.load_state_dict(metadata["scheduler"])
-        if not restore_position:
-            return metadata
-        run = self._run
-        self.run_history.load_state_dict(metadata["run_history"])
-        self.callback_handler.load_state_dict(metadata["callbacks"])
-        run.restore_position(metadata["position"], self.device)
-        run.data_position = data_position
-        # The resumed run ends where the interrupted one would have: num_epochs counted from the
-        # epoch that run started with (which may be after 1 when it kept an earlier run's history).
-        run.first_epoch = metadata.get("first_epoch", 1)
-        run.last_epoch = run.first_epoch - 1 + self.run_config.num_epochs
-        if not self._accelerator.is_main_process:  # the saved partial loss is the sum over processes
-            run.forget_partial_loss()
-        if run.epoch_done:  # saved at an epoch's end: continue with the next epoch
-            self.run_history._increment_epoch()
-            run.start_epoch()
-        return metadata
+        return training_state.load_training_state(self, input_dir, restore_position)
 
 
 class TrainerWithTimmScheduler(Trainer):
@@ -1050,16 +828,3 @@ def _with_batch_limit(callbacks: list[Any]) -> list[Any]:
     if limit is None or any(cb is LimitBatchesCallback or isinstance(cb, LimitBatchesCallback) for cb in callbacks):
         return callbacks
     return [LimitBatchesCallback(limit), *callbacks]
-
-
-def _loader_batch_size(dataloader: Any, kwargs: dict[str, Any], default: int) -> int:
-    """The per-device batch size a loader really uses (user kwargs included)."""
-    size = getattr(dataloader, "batch_size", None)
-    if isinstance(size, int):
-        return size
-    return kwargs.get("batch_size", default) if dataloader is not None else default
-
-
-def _strip_compile_prefix(state_dict: dict[str, Any]) -> dict[str, Any]:
-    prefix = "_orig_mod."
-    return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state_dict.items()}

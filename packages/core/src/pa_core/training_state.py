@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -41,6 +41,10 @@ from pa_core._serialization import (
     replace_directory,
     safe_load,
 )
+from pa_core.tracking import sum_over_processes
+
+if TYPE_CHECKING:
+    from pa_core.trainer import Trainer
 
 __all__ = [
     "TRAINER_STATE_FILE",
@@ -371,13 +375,52 @@ def load_training_state_files(accelerator: Any, path: Path, optimizer: Any = Non
     return metadata, data_position
 
 
-def loss_partial_sum(accelerator: Any, total: Any, count: int) -> tuple[torch.Tensor, int]:
-    """The epoch's partial training loss summed over processes (collective), to save once."""
-    if accelerator.num_processes == 1:
-        return torch.as_tensor(total, dtype=torch.float32).cpu(), int(count)
-    device = accelerator.device
-    partial = torch.stack(
-        [torch.as_tensor(total, dtype=torch.float32).to(device).reshape(()), torch.tensor(float(count), device=device)]
-    )
-    summed_total, summed_count = accelerator.reduce(partial, reduction="sum").tolist()
-    return torch.tensor(summed_total), int(summed_count)
+def save_training_state(
+    trainer: Trainer, output_dir: str | os.PathLike[str], checkpoint_kwargs: dict[str, Any] | None = None
+) -> None:
+    """See :meth:`pa_core.Trainer.save_training_state` (collective: every process calls it)."""
+    run, accelerator = trainer.run_state, trainer.accelerator
+    position = run.position()
+    # The epoch's partial loss, summed over processes and restored on the main process only.
+    total, position["loss_count"] = sum_over_processes(accelerator, position["loss_total"], position["loss_count"])
+    position["loss_total"] = torch.tensor(total)
+    config = trainer.run_config
+    metadata = {
+        "epoch": trainer.run_history.current_epoch,
+        "first_epoch": run.first_epoch,
+        "position": position,
+        "per_device_batch_size": config.train_per_device_batch_size if config is not None else None,
+        "run_history": trainer.run_history.state_dict(),
+        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
+        "callbacks": trainer.callback_handler.state_dict(),
+        "checkpoint_kwargs": checkpoint_kwargs or {},
+    }
+    write_training_state(accelerator, output_dir, metadata, run.data_position)
+
+
+def load_training_state(
+    trainer: Trainer, input_dir: str | os.PathLike[str], restore_position: bool = True
+) -> dict[str, Any]:
+    """See :meth:`pa_core.Trainer.load_training_state`; returns pa's metadata."""
+    path = find_training_state(input_dir, argument="input_dir")
+    metadata, data_position = load_training_state_files(trainer.accelerator, path, trainer.optimizer)
+    if metadata.get("scheduler") is not None and trainer.scheduler is not None:
+        trainer.scheduler.load_state_dict(metadata["scheduler"])
+    if not restore_position:
+        return metadata
+    run = trainer.run_state
+    trainer.run_history.load_state_dict(metadata["run_history"])
+    trainer.callback_handler.load_state_dict(metadata["callbacks"])
+    run.restore_position(metadata["position"], trainer.device)
+    run.data_position = data_position
+    # The resumed run ends where the interrupted one would have: num_epochs counted from the
+    # epoch that run started with (which may be after 1 when it kept an earlier run's history).
+    run.first_epoch = metadata.get("first_epoch", 1)
+    if trainer.run_config is not None:
+        run.last_epoch = run.first_epoch - 1 + trainer.run_config.num_epochs
+    if not trainer.accelerator.is_main_process:  # the saved partial loss is the sum over processes
+        run.forget_partial_loss()
+    if run.epoch_done:  # saved at an epoch's end: continue with the next epoch
+        trainer.run_history._increment_epoch()
+        run.start_epoch()
+    return metadata

@@ -112,7 +112,9 @@ def tracking(session: nox.Session) -> None:
 @nox.session
 def examples(session: nox.Session) -> None:
     """pa-examples with what it depends on."""
-    _install(session, CORE, CALLBACKS, WANDB, TORCHMETRICS, f"{TRACKING}[tensorboard]", EXAMPLES, "hatchling")
+    _install(
+        session, CORE, CALLBACKS, WANDB, TORCHMETRICS, f"{TRACKING}[tensorboard]", f"{EXAMPLES}[streaming]", "hatchling"
+    )
     _pytest(session, "packages/examples/tests")
 
 

@@ -45,7 +45,7 @@ DISTRIBUTIONS = {
 WHEEL_EXTRAS = {
     "pa-callbacks": ("plot",),
     "pa-tracking": ("tensorboard", "mlflow"),
-    "pa-examples": ("metrics", "wandb", "tensorboard"),
+    "pa-examples": ("metrics", "wandb", "tensorboard", "streaming"),
 }
 TEST_EXTRAS = {"pa-wandb": ("psutil",), "pa-examples": ("hatchling",)}
 TEST_ENV = {"pa-deepspeed": {"DS_BUILD_OPS": "0"}}

@@ -22,6 +22,7 @@ EXAMPLES = {
     "plugin-template": "pa_examples.plugin_template",
     "wandb": "pa_examples.wandb_logging",
     "tensorboard": "pa_examples.tensorboard_logging",
+    "streaming": "pa_examples.streaming",
 }
 
 
@@ -39,6 +40,7 @@ def test_list_shows_every_example_with_a_one_line_summary(run_python):
     listed = {line.split()[0]: line.split(None, 1)[1] for line in lines}
     assert set(EXAMPLES) <= set(listed)
     assert "handwritten digits" in listed["digits"]
+    assert "Hugging Face datasets" in listed["streaming"]
     assert all(len(summary) > 20 and not summary.startswith("(") for summary in listed.values())
 
 

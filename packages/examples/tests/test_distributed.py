@@ -40,3 +40,12 @@ def test_trainer_metrics_gather_every_sample_once_on_two_processes(torchrun):
     # 270 eval and 270 test images, split unevenly between the processes: padded, gathered, unpadded.
     assert out.count("eval_accuracy over 270 samples") == 2
     assert "evaluation_accuracy over 270 samples" in out
+
+
+def test_streaming_counts_are_summed_over_two_processes(torchrun):
+    # 1,025 and 65 rows in 4 shards of unequal size: one process has a batch more than the other in
+    # every epoch, and steps with an empty batch while the other finishes.
+    out = torchrun("pa_examples.streaming", "--fast", "--num-train", "1025", "--num-eval", "65", "--batch-size", "16")
+    assert out.count("epoch 1: trained on 1025 samples, evaluated 65") == 1  # printed by the main process only
+    assert out.count("epoch 2: trained on 1025 samples, evaluated 65") == 1
+    assert "in each of 2 epochs, summed over 2 processes" in out

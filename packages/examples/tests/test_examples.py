@@ -2,6 +2,7 @@
 
 import importlib.util
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -156,3 +157,18 @@ def test_tensorboard_writes_a_run_and_prints_how_to_open_it(run_example, tmp_pat
     tags = set(accumulator.Tags()["scalars"])
     assert {"train_loss_epoch", "eval_loss_epoch", "train_loss_step", "lr", "samples_per_second"} <= tags
     assert [event.step for event in accumulator.Scalars("train_loss_epoch")] == [40, 80]  # 40 updates per epoch
+
+
+def test_streaming_counts_every_sample_of_each_epoch_on_one_process(run_example):
+    results, out = run_example("streaming", "--fast")
+    assert "epoch 1: trained on 4000 samples, evaluated 1000" in out
+    assert "epoch 2: trained on 4000 samples, evaluated 1000" in out
+    assert "sample counts match the data: 4000 trained on and 1000 evaluated in each of 2 epochs" in out
+    assert results["train_samples"] == [4000, 4000] and results["eval_samples"] == [1000, 1000]
+    assert results["eval_loss"] < 0.8  # learned: chance is log(3) = 1.1
+
+
+def test_streaming_says_what_to_install_without_datasets(run_example, monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` fails as if it were not installed
+    with pytest.raises(SystemExit, match=r'needs Hugging Face datasets: pip install "pa-examples\[streaming\]"'):
+        run_example("streaming", "--fast")

@@ -765,7 +765,7 @@ class Trainer:
         self, output_dir: str | os.PathLike[str], checkpoint_kwargs: dict[str, Any] | None = None
     ) -> None:
         """Save everything needed to continue this run with ``train(resume_from=output_dir)``
-        (:mod:`pa_core.training_state` describes the folder, which appears complete or not at
+        (``pa_core.training_state`` describes the folder, which appears complete or not at
         all). Call it on every process. A state saved at an optimizer update
         (``on_train_update_end``) or an epoch's end (``on_training_run_epoch_end``) resumes exactly.
         """

@@ -6,6 +6,11 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny models gain nothing from intra-op threads, and a process forked (by the two-process
+# tests) after OpenMP has started its thread pool can hang in its first parallel region.
+torch.set_num_threads(1)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FIXTURE_DISTRIBUTIONS = {"pa-fixture-plugin": "pa-fixture-plugin", "pa-fixture-rival": "pa-fixture-rival"}

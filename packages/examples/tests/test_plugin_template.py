@@ -95,6 +95,10 @@ def test_the_built_plugin_is_found_by_pa_and_pa_examples(tmp_path, run_python, m
     monkeypatch.syspath_prepend(str(site))
     rows = {(row["group"], row["name"]): row for row in list_plugins()}
     assert rows["pa.callbacks", "epoch-timer"]["distribution"] == "pa-epoch-timer"
-    assert rows["pa.callbacks", "epoch-timer"]["hooks"] == ["on_train_epoch_start", "on_training_run_epoch_end"]
+    assert rows["pa.callbacks", "epoch-timer"]["hooks"] == [
+        "on_train_epoch_start",
+        "on_train_step_end",
+        "on_training_run_epoch_end",
+    ]
     assert cli.main(["list"]) == 0
     assert re.search(r"^epoch-timer-demo +pa-epoch-timer: a pa callback that records", capsys.readouterr().out, re.M)

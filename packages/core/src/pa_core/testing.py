@@ -128,7 +128,10 @@ def run_on_processes(function: Callable[..., Any], *args: Any, num_processes: in
 
     Each process starts from a clean Accelerate state (the processes are forked, so they
     would otherwise inherit the single-process state of the calling test process) and with
-    one intra-op thread. An exception in any process is raised here as
+    one intra-op thread. The processes are forked: if the calling process has already run tensor
+    work with several intra-op threads, OpenMP's pool does not survive the fork and the children
+    can hang, so call ``torch.set_num_threads(1)`` first (in the tests' conftest). An exception
+    in any process is raised here as
     ``torch.multiprocessing.ProcessRaisedException``. Write results to files to check them.
     """
     from accelerate.launchers import debug_launcher

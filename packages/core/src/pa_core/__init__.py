@@ -13,6 +13,7 @@ from pa_core.placeholders import TrainerPlaceholderValues, replace_trainer_place
 from pa_core.run_config import TrainerRunConfig
 from pa_core.tracking import InMemoryRunHistory, LossTracker, RunHistory
 from pa_core.trainer import DEFAULT_CALLBACKS, Trainer, TrainerWithTimmScheduler
+from pa_core.training_state import latest_training_state, read_training_state
 
 __all__ = [
     "DEFAULT_CALLBACKS",
@@ -32,5 +33,7 @@ __all__ = [
     "__version__",
     "hookimpl",
     "hookspec",
+    "latest_training_state",
+    "read_training_state",
     "replace_trainer_placeholder_values",
 ]

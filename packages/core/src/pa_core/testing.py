@@ -17,7 +17,12 @@ second on a CPU::
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import socket
+import subprocess
+import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -31,10 +36,12 @@ from pa_core.callbacks import _forward_by_keyword
 
 __all__ = [
     "CountHostSyncs",
+    "ProcessTree",
     "RecordingCallback",
     "free_port",
     "torchrun_command",
     "run_on_processes",
+    "run_process_tree",
     "make_classification_dataset",
     "make_regression_dataset",
     "make_index_dataset",
@@ -198,3 +205,133 @@ def torchrun_command(*args: str, num_processes: int = 2) -> list[str]:
         port,
         *args,
     ]
+
+
+#: The environment variable that marks every process started by a :class:`ProcessTree`.
+PROCESS_TREE_VARIABLE = "PA_TEST_PROCESS_TREE"
+
+
+class ProcessTree:
+    """A command started with every process it starts traceable, so a test can signal the
+    workers of a launcher and kill everything it started, even processes that left the launcher's
+    session (torchrun starts its workers in sessions of their own) or outlived it.
+
+    Each process started inherits a unique ``PA_TEST_PROCESS_TREE`` value in its environment;
+    :meth:`pids` finds them by it (on Linux, through ``/proc``). Use it as a context manager:
+    whatever is left is killed on leaving, whether the test passed or not::
+
+        with ProcessTree(torchrun_command("train.py"), stdout=subprocess.PIPE, text=True) as tree:
+            tree.wait_for(lambda: (out / "ready").exists(), timeout=60)
+            tree.signal(signal.SIGUSR1, tree.pids(exclude_root=True))   # the workers, not torchrun
+            output = tree.communicate(timeout=60)
+
+    :param command: the command, as for ``subprocess.Popen``.
+    :param env: its environment (default: this process's).
+    :param popen_kwargs: more ``subprocess.Popen`` arguments (``stdout``, ``cwd``, ``text`` ...).
+    """
+
+    def __init__(self, command: list[str], env: dict[str, str] | None = None, **popen_kwargs: Any) -> None:
+        self.tag = uuid.uuid4().hex
+        environment = dict(os.environ if env is None else env)
+        environment[PROCESS_TREE_VARIABLE] = self.tag
+        self.command = command
+        self.process = subprocess.Popen(command, env=environment, start_new_session=True, **popen_kwargs)
+
+    def __enter__(self) -> ProcessTree:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.kill()
+
+    @property
+    def returncode(self) -> int | None:
+        """The first process's exit status (None while it runs)."""
+        return self.process.poll()
+
+    def pids(self, exclude_root: bool = False) -> list[int]:
+        """Every live process of the tree (the first one included unless ``exclude_root``)."""
+        marker = f"{PROCESS_TREE_VARIABLE}={self.tag}".encode()
+        found = []
+        try:
+            entries = os.listdir("/proc")
+        except OSError:  # no /proc: the first process's group is all that can be found
+            return [] if exclude_root or self.process.poll() is not None else [self.process.pid]
+        for entry in entries:
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as handle:
+                    if marker not in handle.read().split(b"\0"):
+                        continue
+                with open(f"/proc/{entry}/stat", "rb") as handle:
+                    if handle.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                        continue  # a zombie: already dead
+            except OSError:
+                continue
+            pid = int(entry)
+            if not (exclude_root and pid == self.process.pid):
+                found.append(pid)
+        return sorted(found)
+
+    def signal(self, signum: int, pids: list[int] | None = None) -> None:
+        """Send ``signum`` to ``pids`` (default: the first process only)."""
+        for pid in pids if pids is not None else [self.process.pid]:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float, what: str = "the condition") -> None:
+        """Wait until ``condition()`` is true; kill the tree and fail if the first process ends
+        first or ``timeout`` seconds pass."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.process.poll() is not None:
+                output = self.communicate(timeout=10)
+                status = self.process.returncode
+                raise AssertionError(f"{self.command} ended (status {status}) before {what}:\n{output}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"{what} did not happen within {timeout} s; the processes were killed")
+            time.sleep(0.05)
+
+    def communicate(self, timeout: float) -> str:
+        """Wait for the first process to end and return its output (if piped); on timeout kill
+        the whole tree and raise ``subprocess.TimeoutExpired``."""
+        try:
+            output, _ = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            output, _ = self.process.communicate()
+            raise subprocess.TimeoutExpired(self.command, timeout, output=output) from None
+        return output if output is not None else ""
+
+    def kill(self) -> None:
+        """SIGKILL every process of the tree (the first one is stopped first, so that it
+        starts no new ones), and reap the first."""
+        if self.process.poll() is None:
+            self.signal(signal.SIGSTOP)
+        for _ in range(50):
+            pids = self.pids()
+            if not pids:
+                break
+            self.signal(signal.SIGKILL, pids)
+            time.sleep(0.02)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def run_process_tree(command: list[str], timeout: float, env: dict[str, str] | None = None, **kwargs: Any) -> Any:
+    """``subprocess.run(command, capture_output=True, text=True)`` in a :class:`ProcessTree`:
+    on timeout every process it started is killed and ``subprocess.TimeoutExpired`` raised;
+    leftovers are killed in any case. Returns a ``subprocess.CompletedProcess``."""
+    with ProcessTree(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs) as tree:
+        try:
+            stdout, stderr = tree.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            tree.kill()
+            stdout, stderr = tree.process.communicate()
+            raise subprocess.TimeoutExpired(command, timeout, output=stdout, stderr=stderr) from None
+        return subprocess.CompletedProcess(command, tree.process.returncode, stdout, stderr)

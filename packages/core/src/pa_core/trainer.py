@@ -23,7 +23,7 @@ from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader, Dataset
 
 from pa_core import _accelerate_shims as shims
-from pa_core import _checks, _plugins, data, training_state
+from pa_core import _checks, _plugins, _sharding, data, training_state
 from pa_core._preemption import DEFAULT_SIGNALS, SignalWatcher, TrainingPreempted
 from pa_core._serialization import atomic_save, check_checkpoint, check_optimizer_state, load_file, load_model_state
 from pa_core.callbacks import CallbackHandler, StopTrainingError
@@ -886,8 +886,10 @@ class Trainer:
         if wrapped is not None and wrapped is not model and self._accelerator.unwrap_model(wrapped) is model:
             model = wrapped  # after train(): sharded engines (DeepSpeed ZeRO-3) gather through their wrapper
         model_state = self._accelerator.get_state_dict(model, unwrap=True)
-        # DeepSpeed ZeRO-3 gathers the full weights on the world's main process only (None elsewhere).
-        has_weights = model_state is not None
+        # DeepSpeed ZeRO-3 gathers the full weights on the world's main process only (None elsewhere),
+        # and so does FSDP (an empty dict elsewhere).
+        is_fsdp = self._accelerator.distributed_type == DistributedType.FSDP
+        has_weights = model_state is not None and (self._accelerator.is_main_process or not is_fsdp)
         checkpoint: dict[str, Any] = {"model_state_dict": _strip_compile_prefix(model_state) if has_weights else {}}
         if save_optimizer and self.optimizer is not None:
             if self._accelerator.distributed_type == DistributedType.DEEPSPEED:
@@ -897,8 +899,8 @@ class Trainer:
                     UserWarning,
                     stacklevel=2,
                 )
-            else:
-                checkpoint["optimizer_state_dict"] = self.optimizer.state_dict()
+            else:  # (FSDP2's optimizer state is sharded like its parameters: gathered whole)
+                checkpoint["optimizer_state_dict"] = _sharding.full_state(self.optimizer.state_dict(), has_weights)
         if save_scheduler and self.scheduler is not None:
             checkpoint["scheduler_state_dict"] = self.scheduler.state_dict()
         checkpoint.update(checkpoint_kwargs or {})
@@ -958,6 +960,7 @@ class Trainer:
             "first_epoch": run.first_epoch,
             "position": position,
             "per_device_batch_size": self.run_config.train_per_device_batch_size if self.run_config else None,
+            "gradient_accumulation_steps": self.run_config.gradient_accumulation_steps if self.run_config else None,
             "run_history": self.run_history.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "callbacks": self.callback_handler.state_dict(),
@@ -974,7 +977,10 @@ class Trainer:
         scheduler and random states only, for a new run that starts from a saved state.
         """
         path = training_state.find_training_state(input_dir, argument="input_dir")
-        metadata, data_position = training_state.load_training_state_files(self._accelerator, path, self.optimizer)
+        metadata, data_position = training_state.load_training_state_files(
+            self._accelerator, path, self.optimizer, restore_position=restore_position, run_config=self.run_config,
+            seed=self.seed,
+        )  # fmt: skip
         if metadata.get("scheduler") is not None and self.scheduler is not None:
             self.scheduler.load_state_dict(metadata["scheduler"])
         if not restore_position:

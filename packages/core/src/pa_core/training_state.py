@@ -550,16 +550,15 @@ def check_layout_change(
     saved_ga = metadata.get("gradient_accumulation_steps")
     saved_global = _product(saved_batch, saved_world, saved_ga)
     new_global = _product(batch, world, ga)
+    breakdown = f"{batch} per device x {_processes(world)} x {ga} accumulation step{'' if ga == 1 else 's'}"
     if saved_global is None or new_global is None:
-        sizes = "the global batch size may differ"
+        sizes = f"global batch size {new_global} samples per optimizer update ({breakdown}), was unknown"
     elif saved_global == new_global:
-        sizes = f"global batch size {new_global} samples per optimizer update (unchanged)"
+        sizes = f"global batch size {new_global} samples per optimizer update ({breakdown}), unchanged"
     else:
-        sizes = f"global batch size {saved_global} -> {new_global} samples per optimizer update"
+        sizes = f"global batch size {saved_global} -> {new_global} samples per optimizer update ({breakdown})"
     message = (
-        f"Resuming {os.fspath(path)!r}, saved on {saved_as}, on {now_as}: {sizes} "
-        f"({batch} per device x {_processes(world)} x {ga} accumulation step{'' if ga == 1 else 's'}); the "
-        "learning rate and the "
+        f"Resuming {os.fspath(path)!r}, saved on {saved_as}, on {now_as}: {sizes}; the learning rate and the "
         f"scheduler continue from optimizer update {position.get('num_updates', 0)} unchanged."
     )
     return LayoutChange(saved_world, world, saved_batch, batch, message)

@@ -31,7 +31,12 @@ from pa_core.testing import (
     tiny_classifier,
     torchrun_command,
 )
-from pa_core.training_state import TRAINER_STATE_FILE, check_training_state_files, is_epoch_boundary
+from pa_core.training_state import (
+    TRAINER_STATE_FILE,
+    check_training_state_files,
+    is_epoch_boundary,
+    reseed_unmapped_process,
+)
 
 SCRIPTS = Path(__file__).parent / "scripts"
 RESIZABLE = SCRIPTS / "resizable.py"
@@ -215,6 +220,17 @@ def test_epoch_boundaries():
     # Iterable data: its last update is not a boundary (the stream's position is per process).
     assert not is_epoch_boundary({"epoch_step": 6, "epoch_length": 6, "sized": False})
     assert not is_epoch_boundary({"epoch_step": 6, "epoch_length": None, "sized": True})
+
+
+def test_processes_without_a_saved_random_state_are_reseeded_deterministically():
+    draws = {}
+    for process_index in (2, 2, 3):
+        seed = reseed_unmapped_process(42, process_index, num_updates=8)
+        draws.setdefault(process_index, []).append((seed, torch.rand(3), random.random()))
+    (first, second), (other,) = draws[2], draws[3]
+    assert first[0] == second[0] and torch.equal(first[1], second[1]) and first[2] == second[2]
+    assert other[0] != first[0] and not torch.equal(other[1], first[1])
+    assert reseed_unmapped_process(42, 2, num_updates=9) != first[0]  # another state, other numbers
 
 
 def test_a_new_batch_size_resumes_from_an_epoch_boundary_only(saved_states, capsys):

@@ -7,53 +7,23 @@ with torch's own ``fully_shard`` over 2 gloo processes, trained next to an unsha
 
 from __future__ import annotations
 
-import copy
+import os
+from pathlib import Path
 
 import pytest
 import torch
 
 from pa_core._sharding import full_state, is_sharded
-from pa_core.testing import make_classification_dataset, run_on_processes, tiny_classifier
-
-
-def train_sharded_and_plain(out_dir):
-    import torch.distributed as dist
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
-
-    rank = dist.get_rank()
-    plain = tiny_classifier(hidden=8, seed=3)
-    sharded = copy.deepcopy(plain)
-    fully_shard(sharded, mesh=init_device_mesh("cpu", (dist.get_world_size(),)))
-    plain_optimizer = torch.optim.AdamW(plain.parameters(), lr=0.05)
-    sharded_optimizer = torch.optim.AdamW(sharded.parameters(), lr=0.05)
-    x, y = make_classification_dataset(num_samples=16).tensors
-    for _ in range(3):  # every process sees the same batch: the sharded run computes what the plain one does
-        for model, optimizer in ((plain, plain_optimizer), (sharded, sharded_optimizer)):
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            optimizer.step()
-    optimizer_state = sharded_optimizer.state_dict()
-    assert is_sharded(optimizer_state) and is_sharded(sharded.state_dict())
-    assert not is_sharded(plain_optimizer.state_dict())
-    local_rows = optimizer_state["state"][0]["exp_avg"].to_local().shape[0]
-    assert local_rows == 4  # the first layer's 8 rows, half on each process
-
-    gathered = full_state({"model_state_dict": sharded.state_dict(), "optimizer_state_dict": optimizer_state})
-    skipped = full_state(sharded_optimizer.state_dict(), keep=False)  # the same collectives, nothing kept
-    assert skipped["state"][0]["exp_avg"] is None
-    if rank == 0:
-        torch.save(gathered, out_dir / "portable.pt")
-        torch.save(
-            {"model_state_dict": plain.state_dict(), "optimizer_state_dict": plain_optimizer.state_dict()},
-            out_dir / "plain.pt",
-        )
+from pa_core.testing import run_process_tree, tiny_classifier, torchrun_command
 
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_fsdp2_shards_are_gathered_into_a_file_that_loads_into_a_plain_model(tmp_path):
-    run_on_processes(train_sharded_and_plain, tmp_path, num_processes=2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
+    command = torchrun_command(str(Path(__file__).parent / "scripts" / "shard_and_gather.py"), str(tmp_path))
+    result = run_process_tree(command, timeout=180, env=env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     portable = torch.load(tmp_path / "portable.pt", weights_only=True)  # plain tensors only
     expected = torch.load(tmp_path / "plain.pt", weights_only=True)
     model = tiny_classifier(hidden=8, seed=11)

@@ -58,7 +58,15 @@ ROWS: dict[str, Row] = {
             gpus=2,
             description="every GPU, launched with accelerate.notebook_launcher",
         ),
-        Row("fsdp", "accelerate", ("fsdp.yaml",), gpus=2, description="FSDP2 over every GPU, bf16"),
+        Row(
+            "fsdp",
+            "accelerate",
+            ("fsdp-1gpu.yaml",),
+            gpus=1,
+            description="FSDP2 in one process on one GPU, bf16: fully_shard wrapping, sharded optimizer and training "
+            "state, full-state checkpoints",
+        ),
+        Row("fsdp-2gpu", "accelerate", ("fsdp-2gpu.yaml",), gpus=2, description="FSDP2 over two GPUs, bf16"),
     )
 }
 

@@ -7,7 +7,7 @@ out="${OUT:-gpu-logs}"; mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/packages/core/src${PYTHONPATH:+:$PYTHONPATH}" PA_DISABLE_PLUGIN_AUTOLOAD=1
 nvidia-smi -L
 python3 -c "import torch, accelerate; print('torch', torch.__version__, 'accelerate', accelerate.__version__, 'GPUs', torch.cuda.device_count())"
-for row in cuda cuda-bf16 cuda-fp16 multi-gpu fsdp; do
+for row in cuda cuda-bf16 cuda-fp16 fsdp multi-gpu fsdp-2gpu; do
   start=$(date +%s)
   python3 matrix/run_row.py "$row" > "$out/$row.log" 2>&1
   echo "row $row: exit $? in $(( $(date +%s) - start )) s: $(grep -E 'matrix row|SKIPPED' "$out/$row.log" | tail -1)"

@@ -38,7 +38,9 @@ def make_trainer(*extra_callbacks, model=None, lr=0.05):
 
 
 def flat(model):
-    return torch.cat([p.detach().float().flatten().cpu() for p in model.parameters()])
+    """Every weight of ``model`` in one CPU tensor (collective under FSDP: shards are gathered)."""
+    whole = [p.full_tensor() if hasattr(p, "full_tensor") else p for p in model.parameters()]
+    return torch.cat([p.detach().float().flatten().cpu() for p in whole])
 
 
 TRAIN = make_classification_dataset(num_samples=96, seed=0)

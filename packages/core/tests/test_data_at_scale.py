@@ -19,7 +19,7 @@ from torch.utils.data import IterableDataset
 
 from pa_core import CheckpointError, hookimpl
 from pa_core.schedulers import CosineLrScheduler
-from pa_core.testing import RecordingCallback, make_index_dataset, run_launched, tiny_classifier, torchrun_command
+from pa_core.testing import RecordingCallback, make_index_dataset, run_process_tree, tiny_classifier, torchrun_command
 
 SCRIPTS = Path(__file__).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
@@ -36,7 +36,7 @@ def launch(script: str, out_dir: Path, processes: int, *args: str, timeout: floa
         command = torchrun_command(path, str(out_dir), *args, num_processes=processes)
     else:
         command = [sys.executable, path, str(out_dir), *args]
-    result = run_launched(command, timeout=timeout, env=env, cwd=str(out_dir))
+    result = run_process_tree(command, timeout=timeout, env=env, cwd=str(out_dir))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return [json.loads((out_dir / f"rank{rank}.json").read_text()) for rank in range(processes)]
 

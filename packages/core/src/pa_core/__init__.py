@@ -14,6 +14,7 @@ from pa_core.run_config import TrainerRunConfig
 from pa_core.run_state import RunState
 from pa_core.tracking import InMemoryRunHistory, LossTracker, RunHistory
 from pa_core.trainer import DEFAULT_CALLBACKS, Trainer, TrainerWithTimmScheduler
+from pa_core.training_state import latest_training_state, read_training_state
 
 __all__ = [
     "DEFAULT_CALLBACKS",
@@ -34,5 +35,7 @@ __all__ = [
     "__version__",
     "hookimpl",
     "hookspec",
+    "latest_training_state",
+    "read_training_state",
     "replace_trainer_placeholder_values",
 ]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from accelerate.utils import DistributedType
 
 from pa_core._serialization import atomic_save, check_checkpoint, check_optimizer_state, load_file, load_model_state
+from pa_core._sharding import full_state
 
 if TYPE_CHECKING:
     from pa_core.trainer import Trainer
@@ -29,8 +30,10 @@ def save_checkpoint(
     if wrapped_model is not None and wrapped_model is not model and accelerator.unwrap_model(wrapped_model) is model:
         model = wrapped_model  # after train(): sharded engines (DeepSpeed ZeRO-3) gather through their wrapper
     model_state = accelerator.get_state_dict(model, unwrap=True)
-    # DeepSpeed ZeRO-3 gathers the full weights on the world's main process only (None elsewhere).
-    has_weights = model_state is not None
+    # DeepSpeed ZeRO-3 gathers the full weights on the world's main process only (None elsewhere),
+    # and so does FSDP (an empty dict elsewhere).
+    is_fsdp = accelerator.distributed_type == DistributedType.FSDP
+    has_weights = model_state is not None and (accelerator.is_main_process or not is_fsdp)
     checkpoint: dict[str, Any] = {"model_state_dict": _strip_compile_prefix(model_state) if has_weights else {}}
     if save_optimizer and trainer.optimizer is not None:
         if accelerator.distributed_type == DistributedType.DEEPSPEED:
@@ -40,8 +43,8 @@ def save_checkpoint(
                 UserWarning,
                 stacklevel=3,
             )
-        else:
-            checkpoint["optimizer_state_dict"] = trainer.optimizer.state_dict()
+        else:  # (FSDP2's optimizer state is sharded like its parameters: gathered whole)
+            checkpoint["optimizer_state_dict"] = full_state(trainer.optimizer.state_dict(), has_weights)
     if save_scheduler and trainer.scheduler is not None:
         checkpoint["scheduler_state_dict"] = trainer.scheduler.state_dict()
     checkpoint.update(checkpoint_kwargs or {})

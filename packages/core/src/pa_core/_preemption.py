@@ -5,7 +5,8 @@ SIGUSR1/SIGUSR2 for SLURM's ``--signal``) only sets a flag. The Trainer looks at
 sites* (after each optimizer update and after each evaluation step) and at *agreement points*
 (the end of each epoch and of each run). When it acts, every process stops at the same place,
 saves a training state if asked, and exits with status 128 + the signal number. A second
-signal is handled the default way at once.
+signal is handled the default way at once (the same signal again within ``REPEAT_WINDOW_S``
+seconds counts as the first: schedulers and launchers both deliver it).
 
 In a multi-process run the processes must stop at the same place, or the collective save that
 follows would not match. Every process passes the same poll sites in the same order (pa runs
@@ -31,6 +32,7 @@ import itertools
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterable
 from types import FrameType
 from typing import Any
@@ -41,6 +43,10 @@ import torch.distributed as dist
 __all__ = ["TrainingPreempted"]
 
 DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: A repeat of the first signal within this many seconds is the same request, not a second one:
+#: on a cluster the scheduler signals every process of a job step while the launcher (torchrun,
+#: accelerate launch) forwards the signal it received to its workers as well.
+REPEAT_WINDOW_S = 3.0
 _RUN_IDS = itertools.count()  # the same sequence on every process: runs start in the same order
 
 
@@ -100,6 +106,7 @@ class SignalWatcher:
         self._polls = 0
         self._published = False
         self._stop_at: int | None = None
+        self._received: tuple[int, float] | None = None  # this process's first signal and when
 
     def __enter__(self) -> SignalWatcher:
         if threading.current_thread() is threading.main_thread():
@@ -123,11 +130,17 @@ class SignalWatcher:
         self._previous = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signal_number is not None:  # the second signal: act on it now
+        now = time.monotonic()
+        if self._received is not None:  # this process's second signal: act on it now
+            first, received_at = self._received
+            if signum == first and now - received_at < REPEAT_WINDOW_S:
+                return  # the same signal delivered twice (by the scheduler and by the launcher)
             self._restore()
             os.kill(os.getpid(), signum)
             return
-        self.signal_number = signum
+        self._received = (signum, now)
+        if self.signal_number is None:  # (it may be known already from another process)
+            self.signal_number = signum
 
     def poll(self) -> int | None:
         """The signal to stop for at this poll site, or None to go on (cheap: no collective)."""

@@ -1,5 +1,6 @@
-"""The ``pa`` command: ``pa plugins``, ``pa --version``, and subcommands that other
-distributions add through the ``pa.commands`` entry-point group (``pa plot`` from pa-callbacks).
+"""The ``pa`` command: ``pa plugins``, ``pa state inspect|latest FOLDER``, ``pa --version``, and
+subcommands that other distributions add through the ``pa.commands`` entry-point group
+(``pa plot`` from pa-callbacks).
 
 A ``pa.commands`` entry point names a function ``main(argv: list[str]) -> int | None``.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pa_core import hookspecs, plugins
 from pa_core.__about__ import __version__
@@ -76,6 +78,41 @@ def _print_plugins() -> int:
     return 1 if failed else 0
 
 
+def _state_command(action: str, folder: str) -> int:
+    """``pa state inspect FOLDER`` / ``pa state latest FOLDER``."""
+    from pa_core._serialization import CheckpointError
+    from pa_core.training_state import is_training_state, latest_training_state, read_training_state
+
+    latest = latest_training_state(folder)
+    if action == "latest":
+        if latest is None:
+            print(f"No complete training state in {folder!r}.", file=sys.stderr)
+            return 1
+        print(latest)
+        return 0
+    path = Path(folder)
+    if is_training_state(path) or path.with_name(path.name + ".old").is_dir() or latest is None:
+        targets = [path]
+    else:  # a folder of states (SaveTrainingStateCallback's save_dir): each, the newest last
+        targets = sorted(
+            (p for p in path.iterdir() if p.is_dir() and is_training_state(p)), key=lambda p: (p == latest, p.name)
+        )
+    status = 0
+    for index, target in enumerate(targets):
+        try:
+            info = read_training_state(target)
+        except CheckpointError as error:
+            print(error, file=sys.stderr)
+            status = 1
+            continue
+        if index:
+            print()
+        print(info.describe())
+        if len(targets) > 1 and target == latest:
+            print("  (the newest complete state here: what latest_training_state returns)")
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pa`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -84,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="store_true", help="show the versions of the installed pa distributions")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("plugins", help="list installed callbacks, plugins, examples and commands")
+    state = sub.add_parser("state", help="describe training states (inspect FOLDER) or find the newest (latest FOLDER)")
+    state.add_argument("action", choices=("inspect", "latest"))
+    state.add_argument("folder", help="a training-state folder, or a folder of them")
     for name, entry in sorted(extra.items()):
         sub.add_parser(name, help=f"(from {entry.distribution})", add_help=False)
     if argv and argv[0] in extra:
@@ -98,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "plugins":
         return _print_plugins()
+    if args.command == "state":
+        return _state_command(args.action, args.folder)
     parser.print_help()
     return 0
 

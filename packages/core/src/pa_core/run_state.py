@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from pa_core.data import is_stream
 from pa_core.tracking import LossTracker
 
 __all__ = ["RunState"]
@@ -92,6 +93,10 @@ class RunState:
             "loss_count": count,
             "train_done": self.train_done,
             "epoch_done": self.epoch_done,
+            # Where the epoch ends, to tell a state saved at its last update (an epoch boundary,
+            # which may resume on another number of processes) from one in the middle.
+            "epoch_length": self.epoch_length,
+            "sized": not is_stream(self.train_dataloader),
         }
 
     def restore_position(self, position: dict[str, Any], device: torch.device) -> None:

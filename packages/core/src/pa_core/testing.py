@@ -21,6 +21,8 @@ import os
 import signal
 import socket
 import subprocess
+import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -34,11 +36,12 @@ from pa_core.callbacks import _forward_by_keyword
 
 __all__ = [
     "CountHostSyncs",
+    "ProcessTree",
     "RecordingCallback",
     "free_port",
     "torchrun_command",
-    "run_launched",
     "run_on_processes",
+    "run_process_tree",
     "make_classification_dataset",
     "make_regression_dataset",
     "make_index_dataset",
@@ -128,10 +131,7 @@ def run_on_processes(function: Callable[..., Any], *args: Any, num_processes: in
 
     Each process starts from a clean Accelerate state (the processes are forked, so they
     would otherwise inherit the single-process state of the calling test process) and with
-    one intra-op thread. The processes are forked: if the calling process has already run tensor
-    work with several intra-op threads, OpenMP's pool does not survive the fork and the children
-    can hang, so call ``torch.set_num_threads(1)`` first (in the tests' conftest). An exception
-    in any process is raised here as
+    one intra-op thread. An exception in any process is raised here as
     ``torch.multiprocessing.ProcessRaisedException``. Write results to files to check them.
     """
     from accelerate.launchers import debug_launcher
@@ -207,43 +207,131 @@ def torchrun_command(*args: str, num_processes: int = 2) -> list[str]:
     ]
 
 
-def run_launched(
-    command: list[str], timeout: float, env: dict[str, str] | None = None, cwd: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run ``command`` (e.g. a :func:`torchrun_command`) and return its result; on ``timeout``
-    kill it *and every process it started* before raising ``subprocess.TimeoutExpired``.
+#: The environment variable that marks every process started by a :class:`ProcessTree`.
+PROCESS_TREE_VARIABLE = "PA_TEST_PROCESS_TREE"
 
-    torchrun starts its workers in sessions of their own, so killing torchrun alone would leave
-    them running (and holding their port) after a test that hung.
+
+class ProcessTree:
+    """A command started with every process it starts traceable, so a test can signal the
+    workers of a launcher and kill everything it started, even processes that left the launcher's
+    session (torchrun starts its workers in sessions of their own) or outlived it.
+
+    Each process started inherits a unique ``PA_TEST_PROCESS_TREE`` value in its environment;
+    :meth:`pids` finds them by it (on Linux, through ``/proc``). Use it as a context manager:
+    whatever is left is killed on leaving, whether the test passed or not::
+
+        with ProcessTree(torchrun_command("train.py"), stdout=subprocess.PIPE, text=True) as tree:
+            tree.wait_for(lambda: (out / "ready").exists(), timeout=60)
+            tree.signal(signal.SIGUSR1, tree.pids(exclude_root=True))   # the workers, not torchrun
+            output = tree.communicate(timeout=60)
+
+    :param command: the command, as for ``subprocess.Popen``.
+    :param env: its environment (default: this process's).
+    :param popen_kwargs: more ``subprocess.Popen`` arguments (``stdout``, ``cwd``, ``text`` ...).
     """
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        for pid in [*_descendants(process.pid), process.pid]:
+
+    def __init__(self, command: list[str], env: dict[str, str] | None = None, **popen_kwargs: Any) -> None:
+        self.tag = uuid.uuid4().hex
+        environment = dict(os.environ if env is None else env)
+        environment[PROCESS_TREE_VARIABLE] = self.tag
+        self.command = command
+        self.process = subprocess.Popen(command, env=environment, start_new_session=True, **popen_kwargs)
+
+    def __enter__(self) -> ProcessTree:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.kill()
+
+    @property
+    def returncode(self) -> int | None:
+        """The first process's exit status (None while it runs)."""
+        return self.process.poll()
+
+    def pids(self, exclude_root: bool = False) -> list[int]:
+        """Every live process of the tree (the first one included unless ``exclude_root``)."""
+        marker = f"{PROCESS_TREE_VARIABLE}={self.tag}".encode()
+        found = []
+        try:
+            entries = os.listdir("/proc")
+        except OSError:  # no /proc: the first process's group is all that can be found
+            return [] if exclude_root or self.process.poll() is not None else [self.process.pid]
+        for entry in entries:
+            if not entry.isdigit():
+                continue
             try:
-                os.kill(pid, signal.SIGKILL)
+                with open(f"/proc/{entry}/environ", "rb") as handle:
+                    if marker not in handle.read().split(b"\0"):
+                        continue
+                with open(f"/proc/{entry}/stat", "rb") as handle:
+                    if handle.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                        continue  # a zombie: already dead
+            except OSError:
+                continue
+            pid = int(entry)
+            if not (exclude_root and pid == self.process.pid):
+                found.append(pid)
+        return sorted(found)
+
+    def signal(self, signum: int, pids: list[int] | None = None) -> None:
+        """Send ``signum`` to ``pids`` (default: the first process only)."""
+        for pid in pids if pids is not None else [self.process.pid]:
+            try:
+                os.kill(pid, signum)
             except ProcessLookupError:
                 pass
-        process.communicate()
-        raise
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float, what: str = "the condition") -> None:
+        """Wait until ``condition()`` is true; kill the tree and fail if the first process ends
+        first or ``timeout`` seconds pass."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.process.poll() is not None:
+                output = self.communicate(timeout=10)
+                status = self.process.returncode
+                raise AssertionError(f"{self.command} ended (status {status}) before {what}:\n{output}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"{what} did not happen within {timeout} s; the processes were killed")
+            time.sleep(0.05)
+
+    def communicate(self, timeout: float) -> str:
+        """Wait for the first process to end and return its output (if piped); on timeout kill
+        the whole tree and raise ``subprocess.TimeoutExpired``."""
+        try:
+            output, _ = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            output, _ = self.process.communicate()
+            raise subprocess.TimeoutExpired(self.command, timeout, output=output) from None
+        return output if output is not None else ""
+
+    def kill(self) -> None:
+        """SIGKILL every process of the tree (the first one is stopped first, so that it
+        starts no new ones), and reap the first."""
+        if self.process.poll() is None:
+            self.signal(signal.SIGSTOP)
+        for _ in range(50):
+            pids = self.pids()
+            if not pids:
+                break
+            self.signal(signal.SIGKILL, pids)
+            time.sleep(0.02)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (read from /proc; empty where there is none)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    parent = int(handle.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
+def run_process_tree(command: list[str], timeout: float, env: dict[str, str] | None = None, **kwargs: Any) -> Any:
+    """``subprocess.run(command, capture_output=True, text=True)`` in a :class:`ProcessTree`:
+    on timeout every process it started is killed and ``subprocess.TimeoutExpired`` raised;
+    leftovers are killed in any case. Returns a ``subprocess.CompletedProcess``."""
+    with ProcessTree(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs) as tree:
+        try:
+            stdout, stderr = tree.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            tree.kill()
+            stdout, stderr = tree.process.communicate()
+            raise subprocess.TimeoutExpired(command, timeout, output=stdout, stderr=stderr) from None
+        return subprocess.CompletedProcess(command, tree.process.returncode, stdout, stderr)

@@ -20,6 +20,8 @@ an older state out leaves that older state in ``<name>.old``, which readers fall
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 import shutil
 import time
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TRAINER_STATE_FILE",
     "TrainingStateInfo",
+    "is_epoch_boundary",
     "latest_training_state",
     "read_training_state",
 ]
@@ -84,7 +87,12 @@ def data_position_file(rank: int) -> str:
 
 @dataclass(frozen=True)
 class TrainingStateInfo:
-    """What a training-state folder says about itself (:func:`read_training_state`)."""
+    """What a training-state folder says about itself (:func:`read_training_state`).
+
+    ``epoch_step`` counts the steps (batches per process) of ``epoch`` done when the state was
+    saved, out of ``epoch_length`` (None when unknown); ``train_done`` says the epoch's training
+    part had finished (its evaluation may not have), ``epoch_done`` that the whole epoch had.
+    """
 
     path: Path
     format: int
@@ -98,19 +106,64 @@ class TrainingStateInfo:
     pa_version: str | None
     checkpoint_kwargs: dict[str, Any] = field(default_factory=dict)
     files: tuple[str, ...] = ()
+    gradient_accumulation_steps: int | None = None
+    train_done: bool = False
+    epoch_length: int | None = None
+    sized_data: bool = True
+
+    @property
+    def global_batch_size(self) -> int | None:
+        """Samples per optimizer update over every process (None when a part of it is unknown)."""
+        return _product(self.per_device_batch_size, self.world_size, self.gradient_accumulation_steps)
+
+    @property
+    def at_epoch_boundary(self) -> bool:
+        """Whether the state can resume on another number of processes or batch size: it was
+        saved at an epoch's start, after its training part, or at its end (see
+        :func:`is_epoch_boundary`)."""
+        return is_epoch_boundary(
+            {
+                "epoch_step": self.epoch_step,
+                "epoch_length": self.epoch_length,
+                "train_done": self.train_done,
+                "epoch_done": self.epoch_done,
+                "sized": self.sized_data,
+            }
+        )
 
     def describe(self) -> str:
         """A few readable lines, as ``pa state inspect`` prints them."""
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.saved_at)) if self.saved_at else "unknown"
-        where = "at the end of the epoch" if self.epoch_done else f"after {self.epoch_step} steps of it"
         unknown = "unknown"
+
+        def known(value: Any) -> Any:
+            return value if value is not None else unknown
+
+        of_length = f" of {self.epoch_length}" if self.epoch_length is not None else ""
+        if self.epoch_done:
+            where = "at its end"
+        elif self.train_done:
+            where = "after its training steps, before the end of its evaluation"
+        elif self.epoch_step == 0:
+            where = "at its start"
+        else:
+            where = f"after {self.epoch_step}{of_length} training steps"
+        boundary = (
+            "any number of processes (saved at an epoch boundary)"
+            if self.at_epoch_boundary
+            else f"{_processes(self.world_size) if self.world_size is not None else 'the same processes'} with "
+            f"{known(self.per_device_batch_size)} samples per device only (saved in the middle of an epoch)"
+        )
         lines = [
             f"training state {os.fspath(self.path)}",
             f"  saved:             {when} (format {self.format}, pa {self.pa_version or unknown})",
             f"  epoch:             {self.epoch} ({where})",
             f"  optimizer updates: {self.num_updates}",
-            f"  world size:        {self.world_size if self.world_size is not None else unknown}",
-            f"  per-device batch:  {self.per_device_batch_size if self.per_device_batch_size is not None else unknown}",
+            f"  world size:        {known(self.world_size)}",
+            f"  per-device batch:  {known(self.per_device_batch_size)}",
+            f"  accumulation:      {known(self.gradient_accumulation_steps)}",
+            f"  global batch:      {known(self.global_batch_size)}",
+            f"  resumes on:        {boundary}",
         ]
         if self.checkpoint_kwargs:
             lines.append(f"  checkpoint_kwargs: {self.checkpoint_kwargs}")
@@ -164,30 +217,36 @@ def latest_training_state(folder: str | os.PathLike[str]) -> Path | None:
         trainer.train(..., resume_from=latest_training_state("training_states"))
 
     States are those written by ``SaveTrainingStateCallback``, by a preemption stop
-    (``Trainer.preemption_save_dir``) or by ``save_training_state``; a folder still being
-    written (or left half-written by a killed process) is never returned. "Newest" is the time
-    of saving recorded in the state.
+    (``Trainer.preemption_save_dir``) or by ``save_training_state``. A folder still being
+    written, left half-written or half-deleted by a killed process, or missing any file it was
+    saved with, is never returned. "Newest" is the time of saving recorded in the state.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return None
     candidates = [folder, *(p for p in folder.iterdir() if p.is_dir())]
-    complete = [p for p in candidates if is_training_state(p)]
-    for path in candidates:  # a save killed mid-swap leaves only the previous state, in NAME.old
-        if path.name.endswith(PREVIOUS_SUFFIX) and is_training_state(path):
-            if not path.with_name(path.name[: -len(PREVIOUS_SUFFIX)]).exists():
-                complete.append(path)
-    if not complete:
+    newest: tuple[tuple[float, float], Path] | None = None
+    for path in candidates:
+        if path.name.endswith(PREVIOUS_SUFFIX) and path.with_name(path.name[: -len(PREVIOUS_SUFFIX)]).exists():
+            continue  # NAME.old counts only when a save killed mid-swap left no NAME
+        saved_at = _complete_state_time(path)
+        if saved_at is not None and (newest is None or saved_at > newest[0]):
+            newest = (saved_at, path)
+    return newest[1] if newest is not None else None
+
+
+def _complete_state_time(path: Path) -> tuple[float, float] | None:
+    """When the complete training state at ``path`` was saved, or None if it is not one."""
+    if not is_training_state(path):
         return None
-    return max(complete, key=_saved_at)
-
-
-def _saved_at(path: Path) -> tuple[float, float]:
     try:
-        saved_at = float(read_trainer_state(path).get("saved_at") or 0.0)
-    except (CheckpointError, OSError):
-        saved_at = 0.0
-    return saved_at, (path / TRAINER_STATE_FILE).stat().st_mtime
+        metadata = read_trainer_state(path)
+        files = metadata.get("files")
+        if files is not None and not all((path / name).is_file() for name in files):
+            return None
+        return float(metadata.get("saved_at") or 0.0), (path / TRAINER_STATE_FILE).stat().st_mtime
+    except (CheckpointError, OSError, TypeError, ValueError):
+        return None
 
 
 def read_training_state(path: str | os.PathLike[str]) -> TrainingStateInfo:
@@ -208,6 +267,10 @@ def read_training_state(path: str | os.PathLike[str]) -> TrainingStateInfo:
         pa_version=metadata.get("pa_version"),
         checkpoint_kwargs=dict(metadata.get("checkpoint_kwargs") or {}),
         files=tuple(sorted(p.name for p in path.iterdir())),
+        gradient_accumulation_steps=metadata.get("gradient_accumulation_steps"),
+        train_done=bool(position.get("train_done", False)),
+        epoch_length=position.get("epoch_length"),
+        sized_data=bool(position.get("sized", True)),
     )
 
 
@@ -364,15 +427,195 @@ def write_training_state(
     return final_dir
 
 
-def load_training_state_files(accelerator: Any, path: Path, optimizer: Any = None) -> tuple[dict[str, Any], Any]:
+def load_training_state_files(
+    accelerator: Any,
+    path: Path,
+    optimizer: Any = None,
+    *,
+    restore_position: bool = True,
+    run_config: Any = None,
+    seed: int | None = None,
+) -> tuple[dict[str, Any], Any]:
     """Check a training state, then restore Accelerate's part of it; return pa's metadata and
-    this process's saved data position (or None)."""
+    this process's saved data position (or None).
+
+    A state saved with another number of processes or per-device batch size (``run_config``
+    says the current ones) resumes at an epoch boundary only (:func:`check_layout_change`); the
+    metadata returned then has its position translated, the change is reported in one line and
+    processes without a saved random state are re-seeded (:func:`reseed_unmapped_process`).
+    """
     metadata = read_trainer_state(path)
+    change = check_layout_change(path, metadata, accelerator, run_config, restore_position)
     check_training_state_files(path, metadata, optimizer=optimizer)
     accelerator.load_state(str(path))
-    position_file = path / data_position_file(accelerator.process_index)
-    data_position = safe_load(position_file) if position_file.is_file() else None
-    return metadata, data_position
+    if change is None:
+        position_file = path / data_position_file(accelerator.process_index)
+        data_position = safe_load(position_file) if position_file.is_file() else None
+        return metadata, data_position
+    accelerator.print(change.message)
+    saved_world = change.saved_world_size
+    if saved_world is not None and accelerator.num_processes > saved_world:
+        if accelerator.is_main_process:
+            warnings.warn(
+                f"The training state {os.fspath(path)!r} was saved on {_processes(saved_world)} and holds no random "
+                f"state for process index {_index_range(saved_world, accelerator.num_processes)} of this run: its "
+                "random generators are re-seeded deterministically from Trainer.seed, the process index and the "
+                "optimizer updates done, so its random draws (dropout, augmentation) differ from those of a run that "
+                "had this many processes throughout.",
+                UserWarning,
+                stacklevel=4,
+            )
+        if accelerator.process_index >= saved_world:
+            reseed_unmapped_process(seed, accelerator.process_index, metadata["position"].get("num_updates", 0))
+    if restore_position:
+        metadata = {**metadata, "position": translate_position(metadata, change)}
+    return metadata, None  # data positions are per process: meaningless on another layout
+
+
+# ----------------------------------------------------------------------------------------
+# Resuming on another number of processes (or another per-device batch size)
+# ----------------------------------------------------------------------------------------
+
+
+def is_epoch_boundary(position: dict[str, Any]) -> bool:
+    """Whether a saved position (a training state's ``position``) is at an epoch boundary:
+    where the samples already consumed do not depend on how they were split into batches and
+    processes, so the run can continue with another number of processes or batch size.
+
+    That is a state saved at an epoch's end (``epoch_done``), after its training steps
+    (``train_done``: during its evaluation), before its first optimizer update
+    (``epoch_step == 0``), or, for data with a length, at its last optimizer update (every
+    process had then consumed its share: on N processes every process runs as many steps as the
+    busiest one, the others stepping with empty batches, so the last update ends the epoch's
+    data everywhere).
+    """
+    if position.get("epoch_done") or position.get("train_done"):
+        return True
+    step = position.get("epoch_step", position.get("batches_done", 0))
+    if not step:
+        return True
+    length = position.get("epoch_length")
+    return bool(position.get("sized", False)) and length is not None and step >= length
+
+
+@dataclass(frozen=True)
+class LayoutChange:
+    """How the run resuming a training state differs from the one that saved it."""
+
+    saved_world_size: int | None
+    world_size: int
+    saved_batch_size: int | None
+    batch_size: int | None
+    message: str
+
+
+def check_layout_change(
+    path: Path, metadata: dict[str, Any], accelerator: Any, run_config: Any, restore_position: bool = True
+) -> LayoutChange | None:
+    """None when the state was saved with this run's number of processes and per-device batch
+    size; else the change, after checking the state can follow it.
+
+    :raises CheckpointError: for a state saved in the middle of an epoch (with
+        ``restore_position``), or one whose model or optimizer is sharded per process in a way
+        that only loads on the same number of processes (DeepSpeed ZeRO).
+    """
+    world, saved_world = accelerator.num_processes, metadata.get("world_size")
+    batch = getattr(run_config, "train_per_device_batch_size", None)
+    saved_batch = metadata.get("per_device_batch_size")
+    world_changed = saved_world is not None and saved_world != world
+    batch_changed = saved_batch is not None and batch is not None and saved_batch != batch
+    if not (world_changed or batch_changed):
+        return None
+    position = metadata.get("position", {})
+    saved_as = f"{_processes(saved_world)} with {saved_batch} samples per device"
+    now_as = f"{_processes(world)} with {batch} samples per device"
+    if world_changed and any(_is_zero_shard(name) for name in metadata.get("files") or ()):
+        raise CheckpointError(
+            f"The training state {os.fspath(path)!r} was saved by DeepSpeed ZeRO on {_processes(saved_world)}: its "
+            f"model and optimizer are split into one file per process, which DeepSpeed loads on "
+            f"{_processes(saved_world)} only. Resume it on {_processes(saved_world)}, or convert it to plain weights "
+            "with DeepSpeed's zero_to_fp32.py and start a new run from those.",
+            path,
+        )
+    if restore_position and not is_epoch_boundary(position):
+        step = position.get("epoch_step", 0)
+        length = position.get("epoch_length")
+        of_length = f" of {length}" if length is not None else ""
+        raise CheckpointError(
+            f"The training state {os.fspath(path)!r} was saved in the middle of epoch {metadata.get('epoch')} (after "
+            f"{step}{of_length} training steps) on {saved_as}; this run has {now_as}. The position in an epoch is "
+            "counted in per-process batches, so it resumes only with the layout it was saved with. Resume it on "
+            f"{_processes(saved_world)} with per_device_batch_size={saved_batch}, or resume from a state saved at an "
+            "epoch boundary (SaveTrainingStateCallback(save_every_n_epochs=1) writes one after every epoch; "
+            "`pa state inspect FOLDER` says whether a state is one).",
+            path,
+        )
+    ga = getattr(run_config, "gradient_accumulation_steps", None)
+    saved_ga = metadata.get("gradient_accumulation_steps")
+    saved_global = _product(saved_batch, saved_world, saved_ga)
+    new_global = _product(batch, world, ga)
+    breakdown = f"{batch} per device x {_processes(world)} x {ga} accumulation step{'' if ga == 1 else 's'}"
+    if saved_global is None or new_global is None:
+        sizes = f"global batch size {new_global} samples per optimizer update ({breakdown}), was unknown"
+    elif saved_global == new_global:
+        sizes = f"global batch size {new_global} samples per optimizer update ({breakdown}), unchanged"
+    else:
+        sizes = f"global batch size {saved_global} -> {new_global} samples per optimizer update ({breakdown})"
+    message = (
+        f"Resuming {os.fspath(path)!r}, saved on {saved_as}, on {now_as}: {sizes}; the learning rate and the "
+        f"scheduler continue from optimizer update {position.get('num_updates', 0)} unchanged."
+    )
+    return LayoutChange(saved_world, world, saved_batch, batch, message)
+
+
+def translate_position(metadata: dict[str, Any], change: LayoutChange) -> dict[str, Any]:
+    """The saved position (at an epoch boundary) as the resuming run counts it.
+
+    Only the case of a state saved at the last optimizer update of an epoch changes: its steps
+    done become at least the number of steps the new layout's epoch has, so that the resumed
+    run takes no more training steps in that epoch but still ends it (train loss, epoch-end
+    hooks, evaluation).
+    """
+    position = dict(metadata["position"])
+    step = position.get("epoch_step", 0)
+    if position.get("epoch_done") or position.get("train_done") or not step:
+        return position
+    # Every sample of the epoch was consumed: at most step * world * batch samples exist, which
+    # the new layout takes in at most this many steps (each process gets ceil(samples / (world * batch))).
+    if None in (change.saved_world_size, change.saved_batch_size, change.batch_size):
+        raise CheckpointError(f"Cannot translate the position {position} to another layout: sizes are unknown.")
+    bound = step * change.saved_world_size * change.saved_batch_size  # type: ignore[operator]
+    position["epoch_step"] = max(step, math.ceil(bound / (change.world_size * change.batch_size)))  # type: ignore[operator]
+    return position
+
+
+def reseed_unmapped_process(seed: int | None, process_index: int, num_updates: int) -> int:
+    """Seed Python's, NumPy's and torch's random generators (every device's too) of a process
+    that has no saved random state, from ``(seed, process_index, num_updates)``: the same
+    numbers on every resume of the same state, different ones on every process. Returns the seed."""
+    from accelerate.utils import set_seed
+
+    digest = hashlib.sha256(f"pa-reseed/{seed}/{process_index}/{num_updates}".encode()).digest()
+    new_seed = int.from_bytes(digest[:4], "little")
+    set_seed(new_seed)
+    return new_seed
+
+
+def _product(*parts: int | None) -> int | None:
+    return None if any(part is None for part in parts) else math.prod(parts)  # type: ignore[arg-type]
+
+
+def _processes(count: int | None) -> str:
+    return f"{count} process" if count == 1 else f"{count} processes"
+
+
+def _index_range(start: int, stop: int) -> str:
+    return str(start) if stop - start == 1 else f"{start} to {stop - 1}"
+
+
+def _is_zero_shard(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return base.startswith("zero_pp_rank_") or base.endswith("optim_states.pt")
 
 
 def save_training_state(
@@ -390,6 +633,7 @@ def save_training_state(
         "first_epoch": run.first_epoch,
         "position": position,
         "per_device_batch_size": config.train_per_device_batch_size if config is not None else None,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps if config is not None else None,
         "run_history": trainer.run_history.state_dict(),
         "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
         "callbacks": trainer.callback_handler.state_dict(),
@@ -403,7 +647,14 @@ def load_training_state(
 ) -> dict[str, Any]:
     """See :meth:`pa_core.Trainer.load_training_state`; returns pa's metadata."""
     path = find_training_state(input_dir, argument="input_dir")
-    metadata, data_position = load_training_state_files(trainer.accelerator, path, trainer.optimizer)
+    metadata, data_position = load_training_state_files(
+        trainer.accelerator,
+        path,
+        trainer.optimizer,
+        restore_position=restore_position,
+        run_config=trainer.run_config,
+        seed=trainer.seed,
+    )
     if metadata.get("scheduler") is not None and trainer.scheduler is not None:
         trainer.scheduler.load_state_dict(metadata["scheduler"])
     if not restore_position:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pa_core.testing import tiny_classifier
+from pa_core import CheckpointError, Trainer
+from pa_core.testing import make_classification_dataset, tiny_classifier
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
@@ -65,10 +66,16 @@ def test_zero_run_converges_like_ddp_saves_resumes_and_exports(stage, reference,
     weights = load_weights(tmp_path / f"{name}.pt")
     assert_weights_close(weights, reference_weights)
 
-    # The exported file is one ordinary state dict: it loads into a plain model.
+    # The exported file is one ordinary state dict: it loads into a plain model, with exactly the
+    # weights DeepSpeed's own tool (zero_to_fp32) recovers from the engine's sharded checkpoint.
     plain = tiny_classifier(hidden=16)
     plain.load_state_dict(weights)
     assert set(torch.load(tmp_path / f"{name}.pt", weights_only=True)) == {"model_state_dict"}
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    consolidated = get_fp32_state_dict_from_zero_checkpoint(str(tmp_path / f"{name}-final-state"), tag="pytorch_model")
+    assert_weights_close(plain.state_dict(), consolidated, atol=0)
+    assert_weights_close(weights, consolidated, atol=0)
     # A checkpoint saved inside the run (end of epoch 1) is gathered the same way.
     tiny_classifier(hidden=16).load_state_dict(load_weights(tmp_path / f"{name}-epoch1.pt"))
 
@@ -85,6 +92,12 @@ def test_zero_run_converges_like_ddp_saves_resumes_and_exports(stage, reference,
     # and pa-core restores that partial sum from process 0 only (a pa-core matter, also under DDP).
     for epoch in (0, 2):
         assert resumed["train_loss_epoch"][epoch] == pytest.approx(results["history"]["train_loss_epoch"][epoch])
+
+    # The engine's checkpoint holds one shard per process: resuming it on another number of
+    # processes is refused before anything is loaded, saying what to do.
+    single = Trainer(plain, torch.nn.CrossEntropyLoss(), torch.optim.AdamW(plain.parameters()), callbacks=[])
+    with pytest.raises(CheckpointError, match="saved by DeepSpeed ZeRO on 2 processes.*zero_to_fp32"):
+        single.train(make_classification_dataset(num_samples=8), num_epochs=1, resume_from=tmp_path / f"{name}-state")
 
     # evaluate() after training sees the trained weights.
     assert results["evaluation_loss"] == pytest.approx(results["history"]["eval_loss_epoch"][-1], rel=1e-6)

@@ -6,8 +6,9 @@ the world's main process) and ``<name>.pt`` weight files written by ``save_check
 
 Modes:
 - ``reference``: the plain run, no DeepSpeed.
-- ``zero``: a DeepSpeed run (``--stage``) with a checkpoint inside and after the run, a training
-  state saved mid-epoch by an interrupted run and resumed by a new Trainer, and ``evaluate()``.
+- ``zero``: a DeepSpeed run (``--stage``) with a checkpoint inside and after the run (and a training
+  state after it), a training state saved mid-epoch by an interrupted run and resumed by a new
+  Trainer, and ``evaluate()``.
 - ``variants``: several short DeepSpeed runs one after the other in the same processes
   (stages 0 and 1, CPU offload, bf16), each compared by the test with the reference.
 - ``errors``: configurations that contradict ``train()``'s arguments; records the error messages.
@@ -135,6 +136,7 @@ def run_zero(args, out):
     uninterrupted = make_trainer([inspect], zero_kwargs(args.stage))
     fit(uninterrupted, args.ga)
     uninterrupted.save_checkpoint(out / f"{name}.pt")  # after train(): the engine gathers ZeRO-3 shards
+    uninterrupted.save_training_state(out / f"{name}-final-state")  # DeepSpeed's own sharded checkpoint
 
     state_dir = out / f"{name}-state"
     interrupted = make_trainer([SaveStateAndStop(at=7, state_dir=str(state_dir))], zero_kwargs(args.stage))

@@ -39,6 +39,9 @@ from pa_core.training_state import (
 )
 
 SCRIPTS = Path(__file__).parent / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+from resizable import SaveStates  # noqa: E402  (the state saver the launched scripts use)
+
 RESIZABLE = SCRIPTS / "resizable.py"
 PREEMPTIBLE = SCRIPTS / "preemptible.py"
 LAUNCH_TIMEOUT = 240  # seconds for one launch on a busy 2-core machine
@@ -156,23 +159,10 @@ def test_latest_training_state_never_returns_a_state_caught_mid_save(tmp_path):
     assert resumed.run_history.current_epoch == 3
 
 
-class SaveEveryUpdate:
-    def __init__(self, folder):
-        self.folder = folder
-
-    @hookimpl
-    def on_train_update_end(self, trainer, num_updates):
-        trainer.save_training_state(self.folder / f"step_{num_updates}")
-
-    @hookimpl
-    def on_training_run_epoch_end(self, trainer):
-        trainer.save_training_state(self.folder / f"epoch_{trainer.run_history.current_epoch}")
-
-
 @pytest.fixture
 def saved_states(tmp_path):
     """One process, 48 samples in batches of 8, 2 accumulation steps: 3 updates per epoch, 2 epochs."""
-    trainer = small_trainer([SaveEveryUpdate(tmp_path / "states")])
+    trainer = small_trainer([SaveStates(tmp_path / "states")])
     trainer.train(make_classification_dataset(num_samples=48), num_epochs=2, per_device_batch_size=8,
                   gradient_accumulation_steps=2)  # fmt: skip
     return tmp_path / "states"

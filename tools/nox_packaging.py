@@ -12,6 +12,7 @@ distribution run once, against what would be uploaded. noxfile.py makes those se
 from __future__ import annotations
 
 import email.parser
+import os
 import shutil
 import sys
 import time
@@ -88,8 +89,9 @@ def test(session: nox.Session, dist: Distribution) -> None:
     nox_install.pip(session, "check", silent=True)
 
     # The tests import the installed wheel: nothing under src/ is on sys.path (pytest's importlib mode, and the
-    # repository root holds no import package). Checked without importing the package, which would cost seconds.
-    where = f"import importlib.util as u; o = u.find_spec('{dist.package}').origin; assert 'site-packages' in o, o"
+    # repository root holds no import package). Importing it once here also caches the bytecode of everything it
+    # imports before several test processes start at once (tools/nox_install.py, "Bytecode").
+    where = f"import {dist.package} as p; assert 'site-packages' in p.__file__, p.__file__"
     session.run("python", "-c", where, silent=True)
     pytest(session, dist.tests, env=dist.env)
 
@@ -99,8 +101,10 @@ def pytest(session: nox.Session, tests: str, env: dict[str, str] | None = None) 
     on as many worker processes as the machine has cores (at most 4); then the ``multiprocess`` tests one after
     another in one process, since each starts a process group of its own (torchrun, gloo, forking launchers) that
     binds ports and would only compete for the same cores. Arguments after ``--`` go to both passes (``-- -k
-    NAME`` selects; a pass that selects nothing is not an error)."""
-    env = {"WANDB_SILENT": "true", **(env or {})}
+    NAME`` selects; a pass that selects nothing is not an error). Torch gets one thread per process unless
+    OMP_NUM_THREADS says otherwise: the tests' models are tiny, and several processes each spinning up a thread
+    per core made the examples' tests five times slower on a busy 2-core machine."""
+    env = {"WANDB_SILENT": "true", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(env or {})}
     parallel = ("-m", "not multiprocess", "--numprocesses", "auto", "--maxprocesses", "4")
     session.run("python", "-m", "pytest", tests, *parallel, *session.posargs, env=env, success_codes=[0, NO_TESTS])
     if any("multiprocess" in path.read_text() for path in (ROOT / tests).rglob("*.py")):  # else skip a start-up

@@ -111,7 +111,8 @@ def pip(session: nox.Session, command: str, *args: str, python: str | None = Non
 
 
 def install(session: nox.Session, *args: str, python: str | None = None, env: dict[str, str] | None = None) -> None:
-    """Install ``args`` (requirements, wheel files, pip options) with constraints.txt, then check torch."""
+    """Install ``args`` (requirements, wheel files, project folders, pip options) with constraints.txt, then check
+    torch. Both pip and uv build a project folder again at every install."""
     quiet = () if uses_uv(session, python) else ("--quiet",)
     pip(session, "install", *quiet, *CONSTRAINTS, *args, python=python, env=env or {})
     check_torch(session, python)

@@ -127,11 +127,12 @@ def lowest(session: nox.Session) -> None:
     session.log(f"lowest versions: {', '.join(pins)}")
 
     start = time.monotonic()
-    nox_install.uninstall(session, "pa-core")
-    nox_install.install(session, "-c", str(constraints), *TEST_TOOLS, str(ROOT / "packages/core"))
+    core = DISTRIBUTIONS["pa-core"]
+    nox_install.uninstall(session, core.name)
+    nox_install.install(session, "-c", str(constraints), *TEST_TOOLS, *core.test_requires, str(ROOT / core.folder))
     nox_install.pip(session, "list", "--format=freeze")
     installed = time.monotonic()
-    session.run("python", "-m", "pytest", str(ROOT / "packages/core/tests"), *session.posargs)
+    pytest(session, core.tests)
     session.log(f"lowest: install {installed - start:.0f} s, tests {time.monotonic() - installed:.0f} s")
 
 

@@ -60,7 +60,8 @@ def install_wheels(
     session: nox.Session, *dists: Distribution, also: tuple[str, ...] = (), python: str | None = None
 ) -> None:
     """Install ``dists`` (with the extras their tests use) from their wheels in ./dist, the pa distributions they
-    require from theirs, and ``also`` from the index, into the session's environment (or that of ``python``)."""
+    require from theirs, and ``also`` (requirements, project folders), into the session's environment (or that of
+    ``python``)."""
     wheels = [f"{_wheel(session, dist.name)}{dist.extras_suffix}" for dist in dists]
     required = set().union(*(_pa_requirements(session, _wheel(session, d.name), extras=d.extras) for d in dists))
     required -= {dist.name for dist in dists}

@@ -19,7 +19,7 @@ class Row:
     launcher: str  # "accelerate", "torchrun", "torchrun-deepspeed", "two-node" or "notebook"
     configs: tuple[str, ...]
     gpus: int = 0
-    needs: tuple[str, ...] = ()  # extra pip requirements of the row
+    distributions: tuple[str, ...] = ("pa-core",)  # the pa distributions the row installs (from their wheels)
     description: str = ""
 
 
@@ -45,7 +45,7 @@ ROWS: dict[str, Row] = {
             "deepspeed-cpu",
             "torchrun-deepspeed",
             ("deepspeed-cpu-zero2.yaml", "deepspeed-cpu-zero3.yaml"),
-            needs=("deepspeed", "transformers"),
+            distributions=("pa-core", "pa-deepspeed"),
             description="DeepSpeed ZeRO-2 and ZeRO-3 on two CPU processes (torchrun), through pa-deepspeed's callback",
         ),
         Row("cuda", "accelerate", ("cuda.yaml",), gpus=1, description="one GPU, fp32"),

@@ -15,9 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+from tools import nox_install
+
 TOOLS = Path(__file__).resolve().parent
 ROOT = TOOLS.parent
-CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
 PA = (str(ROOT / "packages/core"), str(ROOT / "packages/callbacks"))
 COMPARED = ("pytorch-accelerated==0.1.61", "lightning")
 BENCH_TOOLS = ("numpy", "matplotlib")
@@ -32,8 +33,8 @@ def bench(session) -> None:
     """Install pa and the frameworks it is compared with, then run benchmarks/run.py with the session's arguments."""
     start = time.monotonic()
     # A reused environment may hold pa built from older sources under the same version number.
-    session.run("python", "-m", "pip", "uninstall", "--yes", "--quiet", "pa-core", "pa-callbacks", silent=True)
-    session.install(*CONSTRAINTS, *BENCH_TOOLS, *PA, *COMPARED)
+    nox_install.uninstall(session, "pa-core", "pa-callbacks")
+    nox_install.install(session, *BENCH_TOOLS, *PA, *COMPARED)
     session.run("python", "-c", CHECK_TORCH, silent=False)
     installed = time.monotonic()
     session.run("python", str(ROOT / "benchmarks/run.py"), *session.posargs)

@@ -22,10 +22,11 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
+from tools import nox_install
+
 TOOLS = Path(__file__).resolve().parent
 ROOT = TOOLS.parent
 SITE = ROOT / "site"
-CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
 DOCS_REQUIREMENTS = ("-r", str(ROOT / "docs" / "requirements.txt"), "-c", str(ROOT / "docs" / "constraints.txt"))
 LINT_TOOLS = ("ruff==0.17.6", "mypy==2.4.1")
 
@@ -33,7 +34,7 @@ LINT_TOOLS = ("ruff==0.17.6", "mypy==2.4.1")
 def docs(session) -> None:
     """Build the documentation site in strict mode: a public name without a docstring, a broken link or
     cross-reference, or a docstring that cannot be rendered fails the session."""
-    session.install(*DOCS_REQUIREMENTS)
+    nox_install.install(session, *DOCS_REQUIREMENTS)
     session.run("python", str(TOOLS / "check_docstrings.py"), str(ROOT))
     started = time.monotonic()
     session.run(
@@ -59,7 +60,7 @@ def core_dependencies() -> list[str]:
 def lint(session) -> None:
     """ruff (lint rules and formatting) over the repository, and mypy over pa-core (configuration: the root
     pyproject.toml)."""
-    session.install(*CONSTRAINTS, *LINT_TOOLS, *core_dependencies())
+    nox_install.install(session, *LINT_TOOLS, *core_dependencies())
     session.run("ruff", "check", str(ROOT))
     session.run("ruff", "format", "--check", str(ROOT))
     session.run("mypy", "--config-file", str(ROOT / "pyproject.toml"), *session.posargs)

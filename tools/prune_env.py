@@ -1,17 +1,17 @@
-"""Uninstall every distribution in the running environment that the named requirements do not need.
+"""Print the distributions installed in the running environment that the named requirements do not need.
 
-    python tools/prune_env.py pa-callbacks pytest numpy
+    python tools/prune_env.py pa-callbacks[plot] pytest numpy
 
-The nox sessions that test built wheels reuse their virtual environments between runs (installing torch
-into a fresh one takes most of a minute); this makes a reused environment as clean as a fresh one: after it
-runs, only the named requirements, what they declare (transitively, markers and extras honoured), and pip
-itself are installed. A dependency that a distribution stopped declaring is removed, so its tests fail
-instead of passing on a leftover.
+The nox sessions reuse their virtual environments between runs (`nox -r`, the default in noxfile.py); the
+session uninstalls what this prints (tools/nox_packaging.py), which makes a reused environment as clean as a
+fresh one: only the named requirements, what they declare (transitively, markers and extras honoured), and
+pip's own tools stay. A dependency that a distribution stopped declaring is removed, so its tests fail instead
+of passing on a leftover. It prints names only (one per line, nothing when all is needed), and uninstalls
+nothing itself: an environment made by uv has no pip, so the session uninstalls with the tool it installs with.
 """
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from importlib import metadata
 
@@ -22,6 +22,7 @@ ALWAYS_KEPT = {"pip", "setuptools", "wheel"}
 
 
 def needed(roots: list[str]) -> tuple[set[str], set[str]]:
+    """(every installed distribution, those the ``roots`` requirements need), by canonical name."""
     installed = {canonicalize_name(d.metadata["Name"]) for d in metadata.distributions()}
     todo = [(canonicalize_name(r.name), frozenset(r.extras)) for r in map(Requirement, roots)]
     seen: set[tuple[str, frozenset[str]]] = set()
@@ -46,12 +47,8 @@ def needed(roots: list[str]) -> tuple[set[str], set[str]]:
 
 def main(roots: list[str]) -> int:
     installed, keep = needed(roots)
-    extra = sorted(installed - keep - ALWAYS_KEPT)
-    if extra:
-        print(f"prune_env: uninstalling what {', '.join(roots)} do not need: {', '.join(extra)}")
-        subprocess.run([sys.executable, "-m", "pip", "uninstall", "--yes", "--quiet", *extra], check=True)
-    else:
-        print("prune_env: nothing to remove")
+    for name in sorted(installed - keep - ALWAYS_KEPT):
+        print(name)
     return 0
 
 

@@ -104,8 +104,9 @@ def matrix_rows() -> str:
         configs = ", ".join(row.configs)
         launcher = _LAUNCHERS.get(row.launcher, f"`{row.launcher}`").format(config=configs)
         needs = f"{row.gpus} GPU{'s' if row.gpus > 1 else ''}" if row.gpus else "CPU only"
-        if row.needs:
-            needs += " + " + ", ".join(f"`{n}`" for n in row.needs)
+        others = [name for name in row.distributions if name != "pa-core"]
+        if others:
+            needs += " + " + ", ".join(f"`{name}`" for name in others)
         rows.append(f"| `{row.name}` | {launcher} | {needs} | {_cell(row.description)} |")
     return "\n".join(rows)
 

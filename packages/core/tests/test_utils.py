@@ -212,8 +212,10 @@ def world_only(value):
 def first(marker: str):
     """Return whether ``marker`` existed when this process ran; process 0 then creates it."""
     existed = os.path.exists(marker)
-    if PartialState().local_process_index == 0:
-        time.sleep(0.5)
+    state = PartialState()
+    if state.local_process_index == 0:
+        if state.num_processes > 1:
+            time.sleep(0.5)  # the other process would look for the marker meanwhile, were it not held back
         Path(marker).touch()
     return existed
 
@@ -248,6 +250,7 @@ def two_process_worker(out_dir: str) -> None:
     Path(out_dir, f"rank{state.process_index}.json").write_text(json.dumps(result))
 
 
+@pytest.mark.multiprocess
 @pytest.mark.skipif(
     torch.cuda.is_available(), reason="forks the test process, which a used CUDA context does not survive"
 )

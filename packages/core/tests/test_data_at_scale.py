@@ -123,6 +123,15 @@ def test_a_signal_at_any_phase_stops_every_process_at_the_same_place_and_resumes
         assert rank["evaluate"] == {"status": 143, "preemptions": [[signal.SIGTERM, None]], "saved": False}
 
 
+@pytest.mark.parametrize(("mode", "status"), [("ends", 0), ("raises", 1), ("preempted", 143)])
+def test_a_script_with_dataloader_workers_exits_however_its_run_ended(tmp_path, mode, status):
+    # The workers ignore preemption signals; left alive, Python's exit handler would wait for them forever.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = run_process_tree([sys.executable, str(SCRIPTS / "exits.py"), mode], timeout=90, env=env)
+    assert result.returncode == status, result.stderr[-3000:]
+    assert ("trained" in result.stdout) == (mode == "ends")
+
+
 def test_a_signal_no_check_acted_on_is_delivered_again_when_the_run_ends():
     from pa_core._preemption import SignalWatcher
 

@@ -125,6 +125,37 @@ def forget_single_process_state() -> None:
         AcceleratorState._reset_state(reset_partial_state=True)
 
 
+def shut_down_workers(*loaders_or_iterators: Any) -> None:
+    """Stop the DataLoader worker processes behind each object, waiting for them to exit.
+
+    pa's loaders' workers ignore preemption signals (the main process stops the run cleanly),
+    so they must not be left to ``multiprocessing``'s exit handler, which ends leftover
+    processes with SIGTERM and then waits for them forever. Persistent workers are kept by the
+    DataLoader (``_iterator``); an epoch's workers by the iterator the epoch is reading. The
+    wrappers pa and Accelerate put around a DataLoader are followed to it.
+    """
+    for obj in loaders_or_iterators:
+        seen = 0
+        while obj is not None and seen < 8:  # DataLoaderSlice.dl, StreamLoader.dataloader, Accelerate's base
+            shutdown = getattr(obj, "_shutdown_workers", None)
+            if callable(shutdown):  # a multi-process DataLoader iterator
+                shutdown()
+                break
+            iterator = obj.__dict__.get("_iterator") if hasattr(obj, "__dict__") else None
+            if iterator is not None and callable(getattr(iterator, "_shutdown_workers", None)):
+                iterator._shutdown_workers()
+                obj._iterator = None
+            obj = next(
+                (
+                    obj.__dict__.get(name)
+                    for name in ("base_dataloader", "dataloader", "dl")
+                    if hasattr(obj, "__dict__") and obj.__dict__.get(name) is not None
+                ),
+                None,
+            )
+            seen += 1
+
+
 def deal_batches_unevenly(prepared_dataloader: Any) -> Any:
     """Stop Accelerate from padding the last batches of a prepared map-style loader with
     repeated samples (its ``even_batches``): pa gives processes that run out of data empty

@@ -407,6 +407,8 @@ class EpochSteps:
         self.position: Any = None  # the loader's state_dict() after the current step's batch
         self.template: Any = None  # this process's empty batch
         self._stateful = is_stateful(self.iterable)
+        self._steps: Any = None
+        self._batches: Any = None
         self._streaming = is_stream(dataloader)
         self._lengths: list[int] = []
         if not self._streaming:  # every process's number of batches, known up front
@@ -415,11 +417,26 @@ class EpochSteps:
             self.last_step = max(self._lengths) - 1
 
     def __iter__(self) -> Iterator[tuple[int, Any]]:
+        self._batches = iter(self.iterable)
         if self._streaming:
-            return self._streamed()
-        if self.num_processes == 1:  # the common case, kept free of per-step Python calls
-            return enumerate(self.iterable, start=self.start_step)
-        return self._sized()
+            self._steps = self._streamed()
+        elif self.num_processes == 1:  # the common case, kept free of per-step Python calls
+            self._steps = enumerate(self._batches, start=self.start_step)
+        else:
+            self._steps = self._sized()
+        return self._steps
+
+    def close(self) -> None:
+        """Stop reading: the loader's iterator, and the worker processes it may hold, are let go
+        (a run that ends early, by an exception or a signal, must not leave them running)."""
+        from pa_core._accelerate_shims import shut_down_workers
+
+        for iterator in (self._steps, self._batches):
+            close = getattr(iterator, "close", None)
+            if callable(close):
+                close()
+        shut_down_workers(self._batches)
+        self._steps = self._batches = None
 
     # -- map-style data: the number of steps is known --------------------------------------
 
@@ -427,7 +444,7 @@ class EpochSteps:
         lengths = self._lengths
         own_length, total = lengths[dist.get_rank()], max(lengths)
         needs_template = any(length <= self.start_step for length in lengths) and total > self.start_step
-        batches = iter(self.iterable)
+        batches = self._batches
         for step in range(self.start_step, total):
             batch = next(batches, _END) if step < own_length else _END
             self.is_empty = batch is _END
@@ -441,7 +458,7 @@ class EpochSteps:
     # -- iterable data: the processes agree at each step -----------------------------------
 
     def _streamed(self) -> Iterator[tuple[int, Any]]:
-        batches = iter(self.iterable)
+        batches = self._batches
         upcoming = next(batches, _END)
         step = self.start_step
         while True:

@@ -52,6 +52,7 @@ class RunState:
         self.signals: Any = None  # the run's signal watcher (pa internal)
         self.control_group: Any = None  # the process group of pa's host-side agreements (pa internal)
         self.epoch_steps: Any = None  # the current training epoch's steps (pa internal)
+        self.opened_steps: list[Any] = []  # every epoch's steps of this run, closed at its end (pa internal)
         self.warned_non_finite = False  # a diverged training loss is reported once per run (pa internal)
 
     @property

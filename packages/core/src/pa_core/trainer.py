@@ -329,6 +329,14 @@ class Trainer:
             )
         return shims.deal_batches_unevenly(accelerator.prepare(dataloader))
 
+    def _release_workers(self) -> None:
+        """Stop the run's DataLoader worker processes, whether the run ended well or not."""
+        run = self._run
+        for steps in run.opened_steps:
+            steps.close()
+        run.opened_steps = []
+        shims.shut_down_workers(run.train_dataloader, run.eval_dataloader)
+
     def _unwrap_after_run(self) -> None:
         self.model = self._accelerator.unwrap_model(self.model)
         if isinstance(self.optimizer, AcceleratedOptimizer):
@@ -354,6 +362,7 @@ class Trainer:
             raise
         finally:
             self._run.signals = None
+            self._release_workers()
             self._unwrap_after_run()
 
     # -- The loop ------------------------------------------------------------------------------------
@@ -452,6 +461,7 @@ class Trainer:
             if rest is None:
                 run.start_epoch()
         steps = data.EpochSteps(dataloader, self._accelerator.num_processes, run.control_group, start, rest)
+        run.opened_steps.append(steps)
         if training:
             run.epoch_steps = steps
         return steps

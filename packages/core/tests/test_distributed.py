@@ -181,3 +181,73 @@ def test_a_partial_state_made_before_the_trainer_does_not_make_each_process_trai
     assert done.returncode == 0, done.stderr[-3000:]
     # 16 samples, batch 4 on each of 2 processes: 2 updates per process (4 if each trained alone).
     assert json.loads(result.read_text()) == [2, 2, 2]
+
+
+class StopOnProcessZeroOnly:
+    """An early-stopping rule evaluated on the main process only, raising there alone."""
+
+    @hookimpl
+    def on_training_run_epoch_end(self, trainer):
+        if trainer.is_world_process_zero:
+            from pa_core import StopTrainingError
+
+            raise StopTrainingError("process 0 decided to stop")
+
+
+def _stop_on_one_process(out_dir):
+    model = tiny_classifier()
+    trainer = Trainer(
+        model,
+        torch.nn.CrossEntropyLoss(),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        callbacks=[StopOnProcessZeroOnly()],
+    )
+    trainer.train(make_classification_dataset(num_samples=32), num_epochs=3, per_device_batch_size=4)
+    rank = PartialState().process_index
+    result = [trainer.run_history.current_epoch, trainer.run_state.num_updates]
+    with open(os.path.join(out_dir, f"stop{rank}.json"), "w") as handle:
+        json.dump(result, handle)
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="forks the test process, which a used CUDA context does not survive"
+)
+def test_a_stop_training_error_raised_at_an_epoch_end_on_one_process_stops_every_process(tmp_path):
+    run_on_processes(_stop_on_one_process, str(tmp_path), num_processes=2)
+    results = [json.loads((tmp_path / f"stop{rank}.json").read_text()) for rank in (0, 1)]
+    assert results == [[1, 4], [1, 4]]  # both stopped after epoch 1 (4 updates), instead of one hanging
+
+
+def _plugin_loader_and_gather(out_dir):
+    class CollectIds:
+        def __init__(self):
+            self.ids = []
+
+        @hookimpl
+        def on_eval_step_end(self, trainer, batch):
+            self.ids += trainer.gather(batch[1], padding_value=-1).tolist()
+
+    trainer = Trainer(tiny_classifier(num_features=1, num_classes=16), torch.nn.CrossEntropyLoss(), None, callbacks=[])
+    trainer.evaluate(make_index_dataset(num_samples=4), per_device_batch_size=2)  # a two-process run to work in
+    collector = CollectIds()
+    loader = trainer.prepare_dataloader(torch.utils.data.DataLoader(make_index_dataset(num_samples=11), batch_size=2))
+    trainer.run_eval_epoch(loader, callbacks=[collector])
+    rank = PartialState().process_index
+    try:
+        trainer.gather(torch.zeros(2, 3 + rank))
+        mismatch = None
+    except ValueError as error:
+        mismatch = str(error)
+    with open(os.path.join(out_dir, f"plugin{rank}.json"), "w") as handle:
+        json.dump({"ids": collector.ids, "mismatch": mismatch}, handle)
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="forks the test process, which a used CUDA context does not survive"
+)
+def test_a_plugins_loader_prepared_by_the_trainer_sees_each_sample_once_and_gather_names_shape_mismatches(tmp_path):
+    run_on_processes(_plugin_loader_and_gather, str(tmp_path), num_processes=2)
+    for rank in (0, 1):
+        result = json.loads((tmp_path / f"plugin{rank}.json").read_text())
+        assert result["ids"] == list(range(11))
+        assert "processes hold shapes [(2, 3), (2, 4)]" in result["mismatch"]

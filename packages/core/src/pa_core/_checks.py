@@ -58,6 +58,11 @@ def check_trainer_arguments(model: Any, loss_func: Any, optimizer: Any, callback
             "arguments look swapped. The order is Trainer(model, loss_func, optimizer); passing them by name "
             "avoids the mix-up: Trainer(model, loss_func=..., optimizer=...)."
         )
+    if isinstance(loss_func, type) and issubclass(loss_func, torch.nn.Module):
+        raise TypeError(
+            f"loss_func must be a loss function or an instance of a loss module, got the class "
+            f"{_class_path(loss_func)} itself. Create it: loss_func={_class_path(loss_func)}()."
+        )
     if loss_func is not None and not callable(loss_func):
         raise TypeError(
             f"loss_func must be callable as loss_func(model_outputs, targets) (e.g. torch.nn.CrossEntropyLoss()), "
@@ -313,7 +318,8 @@ def warn_about_epoch_loss(metric: str, loss: float | None, epoch: int, run_state
     if loss is None:
         warnings.warn(
             f"{metric} is not recorded for epoch {epoch}: the epoch had no samples on any process (an empty "
-            "dataset, or an IterableDataset whose __iter__ does not start again each epoch).",
+            "dataset, an IterableDataset whose __iter__ does not start again each epoch, or drop_last=True with "
+            "fewer samples than one batch on every process).",
             RuntimeWarning,
             stacklevel=4,
         )
@@ -332,6 +338,8 @@ def _class_path(cls: type) -> str:
     module = cls.__module__
     if module.startswith("torch.optim."):
         module = "torch.optim"  # torch.optim.adam.Adam is torch.optim.Adam to its users
+    elif module.startswith("torch.nn.modules."):
+        module = "torch.nn"  # and torch.nn.modules.loss.MSELoss is torch.nn.MSELoss
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 

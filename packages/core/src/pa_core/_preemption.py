@@ -76,13 +76,16 @@ class TrainingPreempted(SystemExit):
         return f"Stopped by {name} {where}. No training state was saved (trainer.preemption_save_dir is not set)."
 
 
-def check_signals(signals: Iterable[Any]) -> tuple[signal.Signals, ...]:
-    """``signals`` as ``signal.Signals``; a clear error for one that cannot be caught."""
+def check_signals(signals: Iterable[Any] | int | str) -> tuple[signal.Signals, ...]:
+    """``signals`` (one signal, or several: numbers, ``signal.Signals`` or names such as
+    ``"SIGUSR1"``) as a tuple of ``signal.Signals``; a clear error for one that cannot be caught."""
+    if isinstance(signals, (int, str)):
+        signals = (signals,)
     checked = []
     for value in signals:
         try:
-            signum = signal.Signals(value)
-        except (ValueError, TypeError):
+            signum = signal.Signals[value] if isinstance(value, str) else signal.Signals(value)
+        except (ValueError, TypeError, KeyError):
             raise ValueError(
                 f"Trainer.preemption_signals holds {value!r}, which is not a signal; use e.g. signal.SIGTERM, "
                 "signal.SIGINT or signal.SIGUSR1."

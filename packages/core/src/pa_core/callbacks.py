@@ -257,6 +257,12 @@ class CallbackHandler:
             callback = plugins.load_catalogue_callback(callback)
             origin = origin or f"catalogue name in {plugins.CALLBACKS_GROUP}"
         if isinstance(callback, type):
+            if callback.__module__ == "builtins":
+                raise TypeError(
+                    f"callbacks holds the class {callback.__name__}, which is not a callback: pass callback instances "
+                    "or classes (with methods marked @pa_core.hookimpl, or subclasses of TrainerCallback), or "
+                    "catalogue names."
+                )
             callback = _instantiate(callback)
         known = id(callback) in self._origins
         if origin and not known:

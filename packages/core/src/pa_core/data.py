@@ -210,6 +210,8 @@ def is_stateful(obj: Any) -> bool:
     explicit = getattr(obj, "is_stateful", None)
     if isinstance(explicit, bool):
         return explicit
+    if getattr(obj, "use_stateful_dataloader", None) is False:  # Accelerate's loaders: state_dict only if so
+        return False
     return callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))
 
 
@@ -386,6 +388,8 @@ class EpochSteps:
     :param dataloader: the prepared loader of the whole epoch.
     :param start_step: steps already done this epoch (a run resumed mid-epoch); the loader
         given in ``resumed`` then yields the rest of this process's batches.
+    :param track_position: note the loader's position (``state_dict()``) after each batch, for
+        a training state saved at the next update (training epochs of data that can save it).
     """
 
     def __init__(
@@ -395,6 +399,7 @@ class EpochSteps:
         group: Any = None,
         start_step: int = 0,
         resumed: Any = None,
+        track_position: bool = True,
     ) -> None:
         self.dataloader = dataloader
         self.num_processes, self.group = num_processes, group
@@ -406,7 +411,7 @@ class EpochSteps:
         self.ran_out = False  # every process read to the end of its data (not stopped early)
         self.position: Any = None  # the loader's state_dict() after the current step's batch
         self.template: Any = None  # this process's empty batch
-        self._stateful = is_stateful(self.iterable)
+        self._stateful = track_position and is_stateful(self.iterable)
         self._steps: Any = None
         self._batches: Any = None
         self._streaming = is_stream(dataloader)
@@ -526,6 +531,13 @@ def _default_device() -> torch.device:
     return PartialState().device
 
 
+def any_process(flag: bool, group: Any = None) -> bool:
+    """Whether ``flag`` is true on any process (collective: every process calls it)."""
+    value = torch.tensor([int(flag)], dtype=torch.int64)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX, group=group)
+    return bool(value)
+
+
 def warn_if_length_was_wrong(steps: EpochSteps, num_samples: int, metric: str) -> None:
     """After an epoch of an iterable dataset read to its end: warn when its ``__len__`` was not
     the number of samples every process read together (the epoch followed the data)."""
@@ -591,10 +603,29 @@ def rest_of_epoch(accelerator: Any, dataloader: Any, steps_done: int, data_posit
 
 def gather_rows(accelerator: Any, tensor: Any, padding_value: Any = None) -> Any:
     """``accelerator.gather(tensor)`` for tensors whose first dimension differs between processes:
-    exactly the rows each process had, process 0's first (padding is used for the transfer only)."""
-    if accelerator.num_processes == 1 or not isinstance(tensor, torch.Tensor) or tensor.ndim == 0:
+    exactly the rows each process had, process 0's first (padding is used for the transfer only).
+    Dicts, lists and tuples of tensors are gathered entry by entry. Tensors whose other
+    dimensions differ between processes are refused on every process, naming the shapes."""
+    if isinstance(tensor, dict):
+        return type(tensor)((key, gather_rows(accelerator, value, padding_value)) for key, value in tensor.items())
+    if isinstance(tensor, (list, tuple)) and not hasattr(tensor, "_fields"):
+        return type(tensor)(gather_rows(accelerator, value, padding_value) for value in tensor)
+    if accelerator.num_processes == 1 or not isinstance(tensor, torch.Tensor):
         return accelerator.gather(tensor)
-    sizes = accelerator.gather(torch.tensor([tensor.shape[0]], device=tensor.device)).tolist()
+    if tensor.ndim > _MAX_GATHER_DIMS:
+        raise ValueError(f"trainer.gather handles tensors of at most {_MAX_GATHER_DIMS} dimensions, got {tensor.ndim}.")
+    shape = [tensor.ndim, *tensor.shape] + [-1] * (_MAX_GATHER_DIMS - tensor.ndim)
+    shapes = accelerator.gather(torch.tensor([shape], device=tensor.device)).tolist()
+    described = [tuple(dims[1 : 1 + dims[0]]) for dims in shapes]
+    if len({(dims[0], *dims[2:]) for dims in shapes}) > 1:
+        raise ValueError(
+            f"trainer.gather needs tensors that differ at most in their first dimension on every process; the "
+            f"processes hold shapes {described}. Pad the other dimensions to a common size first (for example "
+            "with accelerator.pad_across_processes(tensor, dim=1))."
+        )
+    if tensor.ndim == 0:
+        return accelerator.gather(tensor)
+    sizes = [dims[0] for dims in described]
     rows = max(sizes)
     if min(sizes) == rows:
         return accelerator.gather(tensor)
@@ -602,3 +633,6 @@ def gather_rows(accelerator: Any, tensor: Any, padding_value: Any = None) -> Any
     padding = tensor.new_full((rows - tensor.shape[0], *tensor.shape[1:]), fill)
     gathered = accelerator.gather(torch.cat([tensor, padding]))
     return torch.cat([gathered[rank * rows : rank * rows + size] for rank, size in enumerate(sizes)])
+
+
+_MAX_GATHER_DIMS = 8

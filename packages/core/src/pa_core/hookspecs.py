@@ -28,8 +28,10 @@ there, which stalls the device.
 What a hook can use is public: ``trainer.run_state`` (:class:`pa_core.RunState`: the run's data
 loaders, loss trackers and position), ``trainer.run_config``, ``trainer.run_history``,
 ``trainer.accelerator``, ``trainer.num_processes``, ``trainer.is_world_process_zero``,
-``trainer.print``, ``trainer.gather`` and ``trainer.run_eval_epoch`` (evaluate now, another model
-or loader if need be). pa's own callbacks use nothing else.
+``trainer.print``, ``trainer.gather``, ``trainer.run_eval_epoch`` (evaluate now, another model
+or loader if need be) and ``trainer.prepare_dataloader`` (a loader of the plugin's own, split
+between processes as pa's are). pa's own callbacks use nothing else. A callback that raises
+``StopTrainingError`` does so on every process (at an epoch's end, one process is enough).
 
 **Several processes.** Every process runs the same number of training and evaluation steps, and
 every step's hooks fire on every process, so a collective call made from a hook on every process

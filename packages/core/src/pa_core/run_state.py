@@ -54,6 +54,8 @@ class RunState:
         self.epoch_steps: Any = None  # the current training epoch's steps (pa internal)
         self.opened_steps: list[Any] = []  # every epoch's steps of this run, closed at its end (pa internal)
         self.warned_non_finite = False  # a diverged training loss is reported once per run (pa internal)
+        self.evaluating = False  # inside an evaluation epoch (pa internal)
+        self.preemption_signals: tuple[Any, ...] = ()  # the signals this run watches (pa internal)
 
     @property
     def epoch_length(self) -> int | None:

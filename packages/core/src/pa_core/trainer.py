@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pa_core import _accelerate_shims as shims
 from pa_core import _checkpoints, _checks, data, plugins, training_state
-from pa_core._preemption import DEFAULT_SIGNALS, SignalWatcher, TrainingPreempted
+from pa_core._preemption import DEFAULT_SIGNALS, SignalWatcher, TrainingPreempted, check_signals
 from pa_core.callbacks import CallbackHandler, StopTrainingError
 from pa_core.placeholders import replace_trainer_placeholder_values
 from pa_core.run_config import TrainerRunConfig, create_run_config
@@ -62,7 +62,9 @@ class Trainer:
     next optimizer update, evaluation step or epoch end, at the same place on every process;
     the Trainer then saves a training state to ``preemption_save_dir`` (if set, during
     ``train()``), fires ``on_preemption`` and raises :class:`TrainingPreempted` (exit status
-    128 + the signal number: 143 for SIGTERM, 130 for SIGINT). A second signal acts at once.
+    128 + the signal number: 143 for SIGTERM, 130 for SIGINT). A second, different signal acts
+    at once, as does the same signal more than 3 seconds later (within 3 seconds it is taken for
+    the same request delivered twice, by a cluster and a launcher).
     Set ``handle_signals = False`` to leave signals alone.
     """
 
@@ -299,6 +301,7 @@ class Trainer:
         if training and self.seed is not None:
             set_seed(self.seed, device_specific=True)
         previous, self._run = self._run, RunState(training=training)
+        self._run.preemption_signals = check_signals(self.preemption_signals) if self.handle_signals else ()
         if not training:  # evaluate() reports the updates of the last training run
             self._run.num_updates = previous.num_updates
         if self._accelerator.num_processes > 1:
@@ -311,7 +314,7 @@ class Trainer:
         eval_dl = self.create_eval_dataloader(batch_size, eval_kwargs) if self.eval_dataset is not None else None
         if data.is_stream(train_dl):
             self.model, self.optimizer = self._accelerator.prepare(self.model, self.optimizer)
-            train_dl = self._prepare_dataloader(train_dl)
+            train_dl = self.prepare_dataloader(train_dl)
         else:  # DeepSpeed sizes its engine from a map-style loader prepared with the model
             self.model, self.optimizer, train_dl = self._accelerator.prepare(self.model, self.optimizer, train_dl)
             shims.deal_batches_unevenly(train_dl)
@@ -319,9 +322,13 @@ class Trainer:
         self._step_optimizer = shims.optimizer_step_function(self.optimizer)
         self._zero_grad = shims.optimizer_zero_grad_function(self.optimizer)
         self._run.train_dataloader = train_dl
-        self._run.eval_dataloader = self._prepare_dataloader(eval_dl) if eval_dl is not None else None
+        self._run.eval_dataloader = self.prepare_dataloader(eval_dl) if eval_dl is not None else None
 
-    def _prepare_dataloader(self, dataloader: Any) -> Any:
+    def prepare_dataloader(self, dataloader: Any) -> Any:
+        """Prepare a ``DataLoader`` for this run as pa prepares its own: batches on the device,
+        split between processes with every sample exactly once (no repeated samples, iterable
+        datasets split by pa). What a plugin passes to :meth:`run_eval_epoch` or puts in
+        ``trainer.eval_dataloader``; a raw ``DataLoader`` would give every process every sample."""
         accelerator = self._accelerator
         if data.is_stream(dataloader) and isinstance(dataloader, DataLoader):
             return data.prepare_stream_loader(
@@ -347,21 +354,22 @@ class Trainer:
             # threads, and that deadlocks or aborts the process as it exits.
             self._wrapped_model = None
 
-    def _run_guarded(self, run: Callable[[], None]) -> None:
+    def _run_guarded(self, loop: Callable[[], None]) -> None:
         """Run the loop with preemption signals watched; tell callbacks about any exception."""
-        watcher = SignalWatcher(self.preemption_signals, self._run.control_group) if self.handle_signals else None
+        run = self._run
+        watcher = SignalWatcher(run.preemption_signals, run.control_group) if self.handle_signals else None
         try:
             with watcher if watcher is not None else nullcontext():
-                self._run.signals = watcher
+                run.signals = watcher
                 try:
-                    run()
+                    loop()
                 except _StopRequested as stop:
                     self._stop_for_preemption(stop.signal_number)
         except BaseException as exc:
             self._notify_exception(exc)
             raise
         finally:
-            self._run.signals = None
+            run.signals = None
             self._release_workers()
             self._unwrap_after_run()
 
@@ -380,9 +388,7 @@ class Trainer:
                 if run.eval_dataloader is not None:
                     self._run_eval_epoch(run.eval_dataloader)
                 run.epoch_done = True
-                self.training_run_epoch_end()
-                self.callback_handler.call_event("on_training_run_epoch_end", self)
-                self._check_signals(agree=True)
+                self._end_epoch()
                 self.run_history._increment_epoch()
                 run.start_epoch()
         except StopTrainingError as error:
@@ -391,6 +397,22 @@ class Trainer:
         self.training_run_end()
         self.callback_handler.call_event("on_training_run_end", self)
         self._check_signals(agree=True)  # a signal after the last update still stops the run the documented way
+
+    def _end_epoch(self) -> None:
+        """``training_run_epoch_end`` and its event, then every process agrees whether to stop: for a
+        preemption signal, or for a ``StopTrainingError`` raised there on some processes only."""
+        stop = None
+        try:
+            self.training_run_epoch_end()
+            self.callback_handler.call_event("on_training_run_epoch_end", self)
+        except StopTrainingError as error:
+            stop = error
+        processes, group = self._accelerator.num_processes, self._run.control_group
+        if processes > 1 and data.any_process(stop is not None, group) and stop is None:
+            stop = StopTrainingError("Stopping training: another process stopped it at the end of this epoch.")
+        self._check_signals(agree=True)
+        if stop is not None:
+            raise stop
 
     def _run_train_epoch(self, train_dl: Any) -> None:
         run, config = self._run, self.run_config
@@ -460,14 +482,17 @@ class Trainer:
             start = run.epoch_step if rest is not None else 0
             if rest is None:
                 run.start_epoch()
-        steps = data.EpochSteps(dataloader, self._accelerator.num_processes, run.control_group, start, rest)
+        steps = data.EpochSteps(
+            dataloader, self._accelerator.num_processes, run.control_group, start, rest, track_position=training
+        )
         run.opened_steps.append(steps)
         if training:
             run.epoch_steps = steps
         return steps
 
     def _run_eval_epoch(self, valid_dl: Any, is_training: bool = True, is_intermediate: bool = False) -> float:
-        run, was_training = self._run, self.model.training
+        run, was_training, was_evaluating = self._run, self.model.training, self._run.evaluating
+        run.evaluating = True  # (run_eval_epoch refuses to nest the trainer's own callbacks)
         self.eval_epoch_start()
         run.eval_loss_tracker.reset()
         self.callback_handler.call_event("on_eval_epoch_start", self, is_intermediate=is_intermediate)
@@ -493,6 +518,7 @@ class Trainer:
         self.callback_handler.call_event("on_eval_epoch_end", self, is_intermediate=is_intermediate)
         if was_training:
             self.model.train()
+        run.evaluating = was_evaluating
         return loss
 
     def run_eval_epoch(
@@ -507,10 +533,12 @@ class Trainer:
         """Run one evaluation epoch now and return its loss: what a plugin calls to evaluate in
         the middle of training (step-based evaluation) or to evaluate another model (an EMA).
 
-        :param dataloader: the prepared loader to evaluate; the run's eval loader by default.
+        :param dataloader: the loader to evaluate, prepared with :meth:`prepare_dataloader`; the
+            run's eval loader by default.
         :param model: evaluate this module instead of the trainer's model.
         :param callbacks: call these (a :class:`CallbackHandler` or callbacks) instead of the
-            trainer's callbacks during the evaluation.
+            trainer's callbacks during the evaluation; from an eval hook, pass some (``()`` for
+            none), or the hook would fire again.
         :param metric_prefix: record the loss (and callbacks' metrics) with this run-history
             prefix, e.g. ``"ema_model_"``.
         :param is_intermediate: fire the eval events with ``is_intermediate=True`` and record
@@ -519,6 +547,12 @@ class Trainer:
         dataloader = dataloader if dataloader is not None else self._run.eval_dataloader
         if dataloader is None:
             raise ValueError("run_eval_epoch needs a data loader: the run has no eval_dataset; pass `dataloader`.")
+        if callbacks is None and self._run.evaluating:
+            raise RuntimeError(
+                "run_eval_epoch was called during an evaluation epoch (from an eval hook) with the trainer's own "
+                "callbacks, which would fire that hook again, endlessly. Pass callbacks=() (or the callbacks the "
+                "nested evaluation should call)."
+            )
         saved = (self.model, self.callback_handler, self.run_history.metric_name_prefix)
         self.model = model if model is not None else self.model
         if callbacks is not None:
@@ -601,7 +635,7 @@ class Trainer:
             self.get_default_train_dl_kwargs(batch_size),
             train_dl_kwargs,
             self.train_dataset,
-            self.preemption_signals if self.handle_signals else (),
+            self._run.preemption_signals,
         )
         return DataLoader(self.train_dataset, collate_fn=self.collate_fn, **self._train_dl_kwargs)  # type: ignore[arg-type]
 
@@ -612,7 +646,7 @@ class Trainer:
             self.get_default_eval_dl_kwargs(batch_size),
             eval_dl_kwargs,
             self.eval_dataset,
-            self.preemption_signals if self.handle_signals else (),
+            self._run.preemption_signals,
         )
         return DataLoader(self.eval_dataset, collate_fn=self.collate_fn, **self._eval_dl_kwargs)  # type: ignore[arg-type]
 
@@ -725,7 +759,7 @@ class Trainer:
         eval_dl = self.create_eval_dataloader(per_device_batch_size, dataloader_kwargs)
         self.model = shims.prepare_model_for_evaluation(self._accelerator, self.model)
         self._wrapped_model = self.model
-        self._run.eval_dataloader = self._prepare_dataloader(eval_dl)
+        self._run.eval_dataloader = self.prepare_dataloader(eval_dl)
         self._run_guarded(self._run_evaluation)
 
     def _run_evaluation(self) -> None:

@@ -53,6 +53,8 @@ def test_the_run_spans_every_launched_process(state):
     trainer.train(TRAIN, num_epochs=1, per_device_batch_size=4)
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     assert trainer.run_config.num_processes == state.num_processes == launched
+    if os.environ.get("PA_MATRIX_NODES") == "2":  # two machines, one process each: one run of two
+        assert launched == 2
     assert trainer.run_config.is_distributed == (launched > 1)
 
 

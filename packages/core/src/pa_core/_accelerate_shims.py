@@ -24,6 +24,7 @@ subclass of ``AcceleratedOptimizer`` (DeepSpeed's, Megatron-LM's) overrides ``ze
 
 from __future__ import annotations
 
+import atexit
 import functools
 import inspect
 import os
@@ -154,6 +155,29 @@ def shut_down_workers(*loaders_or_iterators: Any) -> None:
                 None,
             )
             seen += 1
+
+
+def leave_process_group_at_exit() -> None:
+    """Have the process leave its process group when the interpreter exits, if the script did not.
+
+    torch asks every multi-process script to call ``destroy_process_group()``; one left for the
+    interpreter's teardown can abort the process after its work is done ("terminate called without
+    an active exception"), which a launcher reports as a failure. Registered once per process, by
+    the first run on several processes; does nothing if the group is already gone.
+    """
+    if not getattr(leave_process_group_at_exit, "registered", False):
+        leave_process_group_at_exit.registered = True  # type: ignore[attr-defined]
+        atexit.register(_leave_process_group)
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # at exit, never replace the script's own outcome
+            pass
 
 
 def deal_batches_unevenly(prepared_dataloader: Any) -> Any:

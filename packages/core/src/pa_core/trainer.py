@@ -306,6 +306,7 @@ class Trainer:
             self._run.num_updates = previous.num_updates
         if self._accelerator.num_processes > 1:
             self._run.control_group = data.control_group()
+            shims.leave_process_group_at_exit()
 
     def _prepare_training(
         self, batch_size: int, train_kwargs: dict[str, Any] | None, eval_kwargs: dict[str, Any] | None

@@ -235,3 +235,38 @@ def prepare_model_for_evaluation(accelerator: Any, model: Any) -> Any:
     if plugin is not None and plugin.zero_stage != 3:
         return accelerator.prepare_model(model, evaluation_mode=True)
     return accelerator.prepare(model)
+
+
+def wrapped_model_to_keep(accelerator: Any, wrapped_model: Any) -> Any:
+    """The prepared model to keep after a run: only a DeepSpeed engine is needed then (to gather
+    ZeRO-3 weights). A DDP wrapper kept alive until interpreter exit is freed after its process
+    group's threads, and that deadlocks or aborts the process as it exits."""
+    return wrapped_model if accelerator.distributed_type == DistributedType.DEEPSPEED else None
+
+
+def loss_for_backward(
+    accelerator: Any, loss: Any, batch_output: dict[str, Any], ga: int, is_empty: bool, num_active: int
+) -> Any:
+    """The loss to backpropagate so that every engine's update is the mean over the real samples
+    of the accumulation window (``ga`` steps), whatever DDP and DeepSpeed divide by themselves.
+
+    ``is_empty``: this process has no data at this step; ``num_active``: processes that have.
+    """
+    num_processes, deepspeed = accelerator.num_processes, accelerator.distributed_type == DistributedType.DEEPSPEED
+    if is_empty:
+        return loss * 0  # zero gradients, but the step's collectives still run
+    if num_active < num_processes:
+        # Processes out of data contribute zero gradients: scale so that the update is the
+        # mean over the processes that had data, not over all.
+        loss = loss * (num_processes / num_active)
+    if "num_items_in_batch" in batch_output:
+        # The loss is already normalised over the whole accumulation window; DDP averages
+        # gradients over processes, so undo that average when accumulating.
+        if ga > 1 and num_processes > 1:
+            loss = loss * num_processes
+        if ga > 1 and deepspeed:
+            loss = loss * ga  # the engine divides every loss by its accumulation steps
+        return loss
+    if ga == 1 or deepspeed:
+        return loss  # the DeepSpeed engine divides by its accumulation steps itself
+    return loss / ga

@@ -13,11 +13,11 @@ from pa_core._serialization import atomic_save, check_checkpoint, check_optimize
 from pa_core._sharding import full_state
 
 if TYPE_CHECKING:
-    from pa_core.trainer import Trainer
+    from pa_core._trainer_base import TrainerBase
 
 
 def save_checkpoint(
-    trainer: Trainer,
+    trainer: TrainerBase,
     save_path: str | os.PathLike[str],
     checkpoint_kwargs: dict[str, Any] | None,
     save_optimizer: bool,
@@ -55,7 +55,7 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    trainer: Trainer, checkpoint_path: str | os.PathLike[str], load_optimizer: bool, load_scheduler: bool
+    trainer: TrainerBase, checkpoint_path: str | os.PathLike[str], load_optimizer: bool, load_scheduler: bool
 ) -> dict[str, Any]:
     """See :meth:`pa_core.Trainer.load_checkpoint`."""
     checkpoint = check_checkpoint(load_file(checkpoint_path, "checkpoint"), checkpoint_path)

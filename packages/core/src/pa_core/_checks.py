@@ -205,6 +205,8 @@ def check_train_arguments(
 
 def check_evaluate_arguments(dataset: Any, per_device_batch_size: Any, dataloader_kwargs: Any, collate_fn: Any) -> None:
     """Check the arguments of ``Trainer.evaluate`` (``dataset`` after the default is applied)."""
+    if dataset is None:
+        raise ValueError("evaluate() needs a dataset: pass `dataset` (no eval_dataset was given to train()).")
     check_dataset("dataset", dataset)
     check_positive_int("per_device_batch_size", per_device_batch_size)
     check_dataloader_kwargs("dataloader_kwargs", dataloader_kwargs)
@@ -359,3 +361,16 @@ def _describe_output(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
     return type(value).__name__
+
+
+def check_run_eval_epoch(dataloader: Any, callbacks: Any, evaluating: bool) -> None:
+    """Check a ``Trainer.run_eval_epoch`` call (``dataloader`` after the default is applied;
+    ``evaluating``: it is made from inside an evaluation epoch)."""
+    if dataloader is None:
+        raise ValueError("run_eval_epoch needs a data loader: the run has no eval_dataset; pass `dataloader`.")
+    if callbacks is None and evaluating:
+        raise RuntimeError(
+            "run_eval_epoch was called during an evaluation epoch (from an eval hook) with the trainer's own "
+            "callbacks, which would fire that hook again, endlessly. Pass callbacks=() (or the callbacks the "
+            "nested evaluation should call)."
+        )

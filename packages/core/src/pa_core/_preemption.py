@@ -76,6 +76,15 @@ class TrainingPreempted(SystemExit):
         return f"Stopped by {name} {where}. No training state was saved (trainer.preemption_save_dir is not set)."
 
 
+class StopRequested(BaseException):
+    """Unwinds the Trainer's loop to the run's top level when it must stop for a preemption
+    signal (a BaseException, so that no ``except Exception`` in a callback can swallow it)."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal_number)
+        self.signal_number = signal_number
+
+
 def check_signals(signals: Iterable[Any] | int | str) -> tuple[signal.Signals, ...]:
     """``signals`` (one signal, or several: numbers, ``signal.Signals`` or names such as
     ``"SIGUSR1"``) as a tuple of ``signal.Signals``; a clear error for one that cannot be caught."""

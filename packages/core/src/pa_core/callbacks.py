@@ -25,6 +25,7 @@ import pluggy
 from pa_core import hookspecs, plugins
 
 if TYPE_CHECKING:
+    from pa_core._trainer_base import TrainerBase
     from pa_core.trainer import Trainer
 
 __all__ = ["CallbackHandler", "StopTrainingError", "TrainerCallback"]
@@ -375,7 +376,7 @@ class CallbackHandler:
         """True if some callback implements the built-in ``event``."""
         return self._callers.get(event) is not None
 
-    def call_event(self, event: str, trainer: Trainer | None = None, **kwargs: Any) -> None:
+    def call_event(self, event: str, trainer: TrainerBase | None = None, **kwargs: Any) -> None:
         """Call ``event`` on every callback that implements it, in order.
 
         Built-in events go through pluggy; any other name is a custom event, called on the
@@ -416,7 +417,7 @@ class CallbackHandler:
             self._annotate(exc, event, self._find_raising_plugin(exc, caller))
             raise
 
-    def _call_custom_event(self, event: str, trainer: Trainer | None, kwargs: dict[str, Any]) -> None:
+    def _call_custom_event(self, event: str, trainer: TrainerBase | None, kwargs: dict[str, Any]) -> None:
         for callback in self._callbacks:
             method = getattr(callback, event, None)
             if method is None or not callable(method):

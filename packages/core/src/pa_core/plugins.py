@@ -7,6 +7,8 @@ Trainer asks for a name. Errors name the plugin and the distribution that provid
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from functools import cache
 from importlib import metadata
@@ -137,6 +139,22 @@ def load_catalogue_callback(name: str) -> Any:
         known = ", ".join(sorted(catalogue)) or "none"
         raise PluginError(f"No callback named {name!r} is installed.{hint} Installed callback names: {known}.")
     return entry.load()
+
+
+def installed_default_callbacks(names: Iterable[str]) -> list[str]:
+    """The default callbacks' catalogue ``names`` that are installed; with pa-core alone (none
+    are), a warning says what to install."""
+    names = list(names)
+    installed = entries(CALLBACKS_GROUP)
+    available = [name for name in names if name in installed]
+    if len(available) < len(names):
+        warnings.warn(
+            "pa-callbacks is not installed, so the Trainer trains without progress output or metric logging. "
+            "Install it with `pip install pa-callbacks`, or pass callbacks=() to silence this message.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return available
 
 
 def autoload_plugins() -> list[tuple[PluginEntry, Any]]:

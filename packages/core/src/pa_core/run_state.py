@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from pa_core.data import is_stream
+from pa_core.data import EpochSteps, is_stream, rest_of_epoch
 from pa_core.tracking import LossTracker
 
 __all__ = ["RunState"]
@@ -85,6 +85,31 @@ class RunState:
         """Forget the finished epoch's position (the update count goes on)."""
         self.epoch_step, self.train_done, self.epoch_done = 0, False, False
         self._loss_at_update, self.data_position = (0, 0), None
+
+    def _open_steps(self, dataloader: Any, accelerator: Any, epoch: int, training: bool) -> EpochSteps:
+        """The steps of an epoch (``epoch``: the run-history epoch) over ``dataloader``; a training
+        epoch resumed in the middle continues after the steps already done (or, for data that
+        cannot, starts again). The run closes them all at its end (:meth:`_close_steps`)."""
+        start, rest = 0, None
+        if training and hasattr(dataloader, "set_epoch"):
+            dataloader.set_epoch(epoch - 1)
+        if training and self.epoch_step:
+            rest = rest_of_epoch(accelerator, dataloader, self.epoch_step, self.data_position)
+            start = self.epoch_step if rest is not None else 0
+            if rest is None:
+                self.start_epoch()
+        group = self.control_group
+        steps = EpochSteps(dataloader, accelerator.num_processes, group, start, rest, track_position=training)
+        self.opened_steps.append(steps)
+        if training:
+            self.epoch_steps = steps
+        return steps
+
+    def _close_steps(self) -> None:
+        """Stop the DataLoader iterators (and their workers) of every epoch of the run."""
+        for steps in self.opened_steps:
+            steps.close()
+        self.opened_steps = []
 
     def position(self) -> dict[str, Any]:
         """Where the run is, as plain data for a training state; the loss sum stays on the device."""

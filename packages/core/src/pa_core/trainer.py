@@ -1,35 +1,33 @@
 """The Trainer: a plain PyTorch training loop over Hugging Face Accelerate.
 
-Read it top to bottom: ``train()`` builds the data loaders, prepares everything with
-Accelerate and runs ``_run_training``, which runs ``_run_train_epoch`` and ``_run_eval_epoch``
-each epoch. Every step of the loop is a short method a subclass can override, and each
-overridable method runs before the callback event of the same name. What one ``train()`` or
-``evaluate()`` call is doing lives in ``trainer.run_state`` (:class:`pa_core.RunState`).
+Read it top to bottom: ``train()`` builds the data loaders, prepares everything with Accelerate and runs
+``_run_training``, which runs ``_run_train_epoch`` and ``_run_eval_epoch`` each epoch. Every step of the loop is a
+short method a subclass can override, and each overridable method runs before the callback event of the same name.
+What one ``train()`` or ``evaluate()`` call is doing lives in ``trainer.run_state`` (:class:`pa_core.RunState`);
+what the Trainer offers besides its loop (properties, ``gather``, checkpoint files) in ``_trainer_base.py``.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from typing import Any
 
 import torch
-from accelerate import Accelerator
-from accelerate.optimizer import AcceleratedOptimizer
 from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader, Dataset
 
 from pa_core import _accelerate_shims as shims
-from pa_core import _checkpoints, _checks, data, plugins, training_state
-from pa_core._preemption import DEFAULT_SIGNALS, SignalWatcher, TrainingPreempted, check_signals
+from pa_core import _checks, data, plugins, training_state
+from pa_core._preemption import DEFAULT_SIGNALS, SignalWatcher, StopRequested, check_signals
+from pa_core._trainer_base import TrainerBase
 from pa_core.callbacks import CallbackHandler, StopTrainingError
 from pa_core.placeholders import replace_trainer_placeholder_values
-from pa_core.run_config import TrainerRunConfig, create_run_config
+from pa_core.run_config import create_run_config
 from pa_core.run_state import RunState
 from pa_core.tracking import InMemoryRunHistory, LossTracker, RunHistory, epoch_loss
-from pa_core.utils import LimitBatchesCallback, limit_batches_from_env
+from pa_core.utils import with_batch_limit
 
 __all__ = ["DEFAULT_CALLBACKS", "Trainer", "TrainerWithTimmScheduler"]
 
@@ -44,7 +42,7 @@ DEFAULT_CALLBACKS: tuple[str, ...] = (
 )
 
 
-class Trainer:
+class Trainer(TrainerBase):
     """Trains and evaluates a model with the loop below.
 
     :param model: the ``nn.Module`` to train.
@@ -54,18 +52,17 @@ class Trainer:
     :param callbacks: callback instances, classes or ``pa.callbacks`` names, called in order.
     :param run_history: where metrics are recorded; an :class:`InMemoryRunHistory` by default.
 
-    Set ``seed`` (class or instance attribute) to change the seed ``train()`` uses, or to
-    None to leave the random state alone.
+    Set ``seed`` (class or instance attribute) to change the seed ``train()`` uses, or to None to leave the
+    random state alone.
 
-    A preemption signal (``preemption_signals``: SIGTERM and SIGINT unless changed, e.g. to
-    add SIGUSR1 for SLURM) at any moment of ``train()`` or ``evaluate()`` stops the run at the
-    next optimizer update, evaluation step or epoch end, at the same place on every process;
-    the Trainer then saves a training state to ``preemption_save_dir`` (if set, during
-    ``train()``), fires ``on_preemption`` and raises :class:`TrainingPreempted` (exit status
-    128 + the signal number: 143 for SIGTERM, 130 for SIGINT). A second, different signal acts
-    at once, as does the same signal more than 3 seconds later (within 3 seconds it is taken for
-    the same request delivered twice, by a cluster and a launcher).
-    Set ``handle_signals = False`` to leave signals alone.
+    A preemption signal (``preemption_signals``: SIGTERM and SIGINT unless changed, e.g. to add SIGUSR1 for
+    SLURM) at any moment of ``train()`` or ``evaluate()`` stops the run at the next optimizer update,
+    evaluation step or epoch end, at the same place on every process; the Trainer then saves a training state
+    to ``preemption_save_dir`` (if set, during ``train()``), fires ``on_preemption`` and raises
+    :class:`TrainingPreempted` (exit status 128 + the signal number: 143 for SIGTERM, 130 for SIGINT). A
+    second, different signal acts at once, as does the same signal more than 3 seconds later (within 3
+    seconds it is taken for the same request delivered twice, by a cluster and a launcher). Set
+    ``handle_signals = False`` to leave signals alone.
     """
 
     seed: int | None = 42
@@ -87,155 +84,23 @@ class Trainer:
         self.model = model
         self.loss_func = loss_func
         self.optimizer = optimizer
-        self.callback_handler = CallbackHandler(_with_batch_limit(_available_callbacks(callbacks)))
+        if callbacks is DEFAULT_CALLBACKS:  # (with pa-core alone, none is installed)
+            callbacks = plugins.installed_default_callbacks(callbacks)
+        self.callback_handler = CallbackHandler(with_batch_limit(list(callbacks)))
         for entry, plugin in plugins.autoload_plugins():
             self.callback_handler.add_plugin(plugin, origin=entry.origin)
-        self.run_history: RunHistory = run_history if run_history is not None else InMemoryRunHistory()
-        self.scheduler: Any = None
+        self.run_history = run_history if run_history is not None else InMemoryRunHistory()
+        self.scheduler = None
         self.create_scheduler_fn: Callable[..., Any] | None = None
-        self.run_config: TrainerRunConfig | None = None
+        self.run_config = None
         self.train_dataset: Dataset | None = None
         self.eval_dataset: Dataset | None = None
-        self.collate_fn: Callable[..., Any] | None = None
-        self._train_dl_kwargs: dict[str, Any] = {}
-        self._eval_dl_kwargs: dict[str, Any] = {}
+        self.collate_fn = None
+        self._dataloader_kwargs = {}
         self._run = RunState(training=False)
-        self._wrapped_model: Any = None  # the prepared model (DDP, DeepSpeed engine) of the last run
+        self._wrapped_model = None
         self._accelerator = self._new_accelerator()
         self.callback_handler.call_event("on_init_end", self)
-
-    # -- Accelerate ----------------------------------------------------------------------------------
-
-    def _create_accelerator(self) -> Accelerator:
-        """Create the Accelerator; override to pass options (mixed precision, kwargs handlers).
-
-        Build on ``self._accelerator_kwargs()`` to keep what integrations configure::
-
-            def _create_accelerator(self):
-                return Accelerator(**self._accelerator_kwargs(), mixed_precision="bf16")
-        """
-        return Accelerator(**self._accelerator_kwargs())
-
-    def _accelerator_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``Accelerator``, as configured by the callbacks."""
-        kwargs = shims.multi_process_cpu_kwargs()
-        self.callback_handler.call_event("pa_configure_accelerator", self, accelerator_kwargs=kwargs)
-        return kwargs
-
-    def _new_accelerator(self) -> Accelerator:
-        shims.forget_single_process_state()
-        accelerator = self._create_accelerator()
-        # Shuffling from (seed, epoch) makes the data order reproducible, so a resumed run
-        # sees the same batches as an uninterrupted one.
-        config = accelerator.dataloader_config
-        config.use_seedable_sampler = True
-        if config.data_seed is None:
-            config.data_seed = self.seed if self.seed is not None else 0
-        return accelerator
-
-    # -- What plugins and subclasses use -------------------------------------------------------------
-
-    @property
-    def accelerator(self) -> Accelerator:
-        """The Accelerator of the current (or last) run."""
-        return self._accelerator
-
-    @property
-    def device(self) -> torch.device:
-        """The device this process trains on."""
-        return self._accelerator.device
-
-    @property
-    def num_processes(self) -> int:
-        """How many processes the current (or last) run spans."""
-        return self._accelerator.num_processes
-
-    @property
-    def is_world_process_zero(self) -> bool:
-        """True on the first process of the whole run (the one that writes shared files)."""
-        return self._accelerator.is_main_process
-
-    @property
-    def is_local_process_zero(self) -> bool:
-        """True on the first process of this machine."""
-        return self._accelerator.is_local_main_process
-
-    @property
-    def run_state(self) -> RunState:
-        """What the current (or last) ``train()`` or ``evaluate()`` call is doing."""
-        return self._run
-
-    @property
-    def train_dataloader(self) -> Any:
-        """The prepared training data loader of the current run (a plugin may replace it)."""
-        return self._run.train_dataloader
-
-    @train_dataloader.setter
-    def train_dataloader(self, dataloader: Any) -> None:
-        self._run.train_dataloader = dataloader
-
-    @property
-    def eval_dataloader(self) -> Any:
-        """The prepared evaluation data loader of the current run, or None."""
-        return self._run.eval_dataloader
-
-    @eval_dataloader.setter
-    def eval_dataloader(self, dataloader: Any) -> None:
-        self._run.eval_dataloader = dataloader
-
-    # pytorch-accelerated's names for the loaders, which its Trainer subclasses use.
-    _train_dataloader = train_dataloader
-    _eval_dataloader = eval_dataloader
-
-    @property
-    def loss_tracker(self) -> LossTracker:
-        """The current training epoch's running loss (values stay on the device)."""
-        return self._run.loss_tracker
-
-    @property
-    def eval_loss_tracker(self) -> LossTracker:
-        """The current evaluation epoch's running loss (values stay on the device)."""
-        return self._run.eval_loss_tracker
-
-    @property
-    def num_updates(self) -> Any:
-        """Optimizer updates performed so far in the current (or last) training run.
-
-        pytorch-accelerated's Trainer subclasses assign ``self.num_updates`` to keep a count of
-        their own; once assigned it is theirs (pa keeps counting in ``run_state.num_updates``).
-        """
-        return self.__dict__.get("_assigned_num_updates", self._run.num_updates)
-
-    @num_updates.setter
-    def num_updates(self, value: Any) -> None:
-        self.__dict__["_assigned_num_updates"] = value
-
-    @property
-    def last_epoch(self) -> int:
-        """The ``run_history`` epoch the current (or last) training run ends with.
-
-        ``run_config.num_epochs`` if the run started from a fresh history; with
-        ``train(..., reset_run_history=False)`` the epochs continue from the previous run, so a
-        second ``train(num_epochs=3)`` after 2 epochs trains epochs 3 to 5 and this is 5.
-        """
-        if self.run_config is None:
-            raise RuntimeError("last_epoch is known once train() has been called.")
-        return self._run.last_epoch
-
-    def print(self, *args: Any, **kwargs: Any) -> None:
-        """``print`` on the local main process only."""
-        self._accelerator.print(*args, **kwargs)
-
-    def gather(self, tensor: torch.Tensor, padding_value: Any = None) -> torch.Tensor:
-        """Gather ``tensor`` from every process (collective), concatenated along dimension 0:
-        exactly the rows every process had, process 0's first, though processes may hold
-        different numbers (uneven last batches, empty batches). ``padding_value`` (0 if None)
-        fills rows for the transfer only; padding is never returned."""
-        return data.gather_rows(self._accelerator, tensor, padding_value)
-
-    def get_model(self, keep_torch_compile: bool = True) -> torch.nn.Module:
-        """The model without Accelerate's wrappers (DDP, mixed precision)."""
-        return self._accelerator.unwrap_model(self.model, keep_torch_compile=keep_torch_compile)
 
     # -- train() -------------------------------------------------------------------------------------
 
@@ -268,35 +133,21 @@ class Trainer:
         and epochs. ``resume_from`` continues the run saved in that training-state folder (None
         starts afresh, so ``resume_from=latest_training_state(folder)`` serves every start).
         """
-        _checks.check_train_arguments(
-            train_dataset=train_dataset, num_epochs=num_epochs, eval_dataset=eval_dataset,
-            per_device_batch_size=per_device_batch_size, max_num_train_steps=max_num_train_steps,
-            gradient_accumulation_steps=gradient_accumulation_steps, gradient_clip_value=gradient_clip_value,
-            create_scheduler_fn=create_scheduler_fn, train_dataloader_kwargs=train_dataloader_kwargs,
-            eval_dataloader_kwargs=eval_dataloader_kwargs, reset_run_history=reset_run_history,
-            collate_fn=collate_fn, optimizer=self.optimizer,
-        )  # fmt: skip
+        arguments = {name: value for name, value in locals().items() if name not in ("self", "resume_from")}
+        _checks.check_train_arguments(optimizer=self.optimizer, **arguments)
         resume_from = training_state.find_training_state(resume_from) if resume_from is not None else None
-        self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
-        self.collate_fn, self.create_scheduler_fn = collate_fn, create_scheduler_fn
-        if reset_run_history:
-            self.run_history.reset()
-        self._start_run(training=True)
-        shims.take_over_gradient_accumulation(self._accelerator, gradient_accumulation_steps)
-        self._prepare_training(per_device_batch_size, train_dataloader_kwargs, eval_dataloader_kwargs)
-        self.run_config = create_run_config(
-            self._accelerator, self._run, (self._train_dl_kwargs, self._eval_dl_kwargs), num_epochs,
-            per_device_batch_size, gradient_accumulation_steps, gradient_clip_value, max_num_train_steps,
-        )  # fmt: skip
-        self._run.first_epoch = self.run_history.current_epoch
-        self._run.last_epoch = self._run.first_epoch - 1 + self.run_config.num_epochs
-        self.scheduler = self.create_scheduler() if create_scheduler_fn is not None else None
+        self.train_dataset, self.eval_dataset, self.collate_fn = train_dataset, eval_dataset, collate_fn
+        self.create_scheduler_fn = create_scheduler_fn
+        self._start_run(training=True, reset_run_history=reset_run_history)
+        self._prepare_training(arguments)
         if resume_from is not None:
             self.load_training_state(resume_from)
         self._run_guarded(self._run_training)
 
-    def _start_run(self, training: bool) -> None:
+    def _start_run(self, training: bool, reset_run_history: bool) -> None:
         """A fresh Accelerator and run state for a ``train()`` or ``evaluate()`` call."""
+        if reset_run_history:
+            self.run_history.reset()
         self._accelerator = self._new_accelerator()
         if training and self.seed is not None:
             set_seed(self.seed, device_specific=True)
@@ -307,53 +158,35 @@ class Trainer:
         if self._accelerator.num_processes > 1:
             self._run.control_group = data.control_group()
             shims.leave_process_group_at_exit()
+        self._dataloader_kwargs = {}
 
-    def _prepare_training(
-        self, batch_size: int, train_kwargs: dict[str, Any] | None, eval_kwargs: dict[str, Any] | None
-    ) -> None:
-        train_dl = self.create_train_dataloader(batch_size, train_kwargs)
+    def _prepare_training(self, arguments: dict[str, Any]) -> None:
+        """Build the loaders, prepare them with Accelerate, size the run, create the scheduler."""
+        accelerator, run = self._accelerator, self._run
+        batch_size, ga = arguments["per_device_batch_size"], arguments["gradient_accumulation_steps"]
+        shims.take_over_gradient_accumulation(accelerator, ga)
+        train_dl = self.create_train_dataloader(batch_size, arguments["train_dataloader_kwargs"])
+        eval_kwargs = arguments["eval_dataloader_kwargs"]
         eval_dl = self.create_eval_dataloader(batch_size, eval_kwargs) if self.eval_dataset is not None else None
         if data.is_stream(train_dl):
-            self.model, self.optimizer = self._accelerator.prepare(self.model, self.optimizer)
+            self.model, self.optimizer = accelerator.prepare(self.model, self.optimizer)
             train_dl = self.prepare_dataloader(train_dl)
         else:  # DeepSpeed sizes its engine from a map-style loader prepared with the model
-            self.model, self.optimizer, train_dl = self._accelerator.prepare(self.model, self.optimizer, train_dl)
+            self.model, self.optimizer, train_dl = accelerator.prepare(self.model, self.optimizer, train_dl)
             shims.deal_batches_unevenly(train_dl)
         self._wrapped_model = self.model
         self._step_optimizer = shims.optimizer_step_function(self.optimizer)
         self._zero_grad = shims.optimizer_zero_grad_function(self.optimizer)
-        self._run.train_dataloader = train_dl
-        self._run.eval_dataloader = self.prepare_dataloader(eval_dl) if eval_dl is not None else None
-
-    def prepare_dataloader(self, dataloader: Any) -> Any:
-        """Prepare a ``DataLoader`` for this run as pa prepares its own: batches on the device,
-        split between processes with every sample exactly once (no repeated samples, iterable
-        datasets split by pa). What a plugin passes to :meth:`run_eval_epoch` or puts in
-        ``trainer.eval_dataloader``; a raw ``DataLoader`` would give every process every sample."""
-        accelerator = self._accelerator
-        if data.is_stream(dataloader) and isinstance(dataloader, DataLoader):
-            return data.prepare_stream_loader(
-                dataloader, accelerator.device, accelerator.process_index, accelerator.num_processes
-            )
-        return shims.deal_batches_unevenly(accelerator.prepare(dataloader))
-
-    def _release_workers(self) -> None:
-        """Stop the run's DataLoader worker processes, whether the run ended well or not."""
-        run = self._run
-        for steps in run.opened_steps:
-            steps.close()
-        run.opened_steps = []
-        shims.shut_down_workers(run.train_dataloader, run.eval_dataloader)
-
-    def _unwrap_after_run(self) -> None:
-        self.model = self._accelerator.unwrap_model(self.model)
-        if isinstance(self.optimizer, AcceleratedOptimizer):
-            self.optimizer = self.optimizer.optimizer
-        if self._accelerator.distributed_type != DistributedType.DEEPSPEED:
-            # Only a DeepSpeed engine is needed after the run (to gather ZeRO-3 weights). A DDP
-            # wrapper kept alive until interpreter exit is freed after its process group's
-            # threads, and that deadlocks or aborts the process as it exits.
-            self._wrapped_model = None
+        run.train_dataloader = train_dl
+        run.eval_dataloader = self.prepare_dataloader(eval_dl) if eval_dl is not None else None
+        loader_kwargs = (self._dataloader_kwargs.get("train", {}), self._dataloader_kwargs.get("eval", {}))
+        self.run_config = create_run_config(
+            accelerator, run, loader_kwargs, arguments["num_epochs"], batch_size, ga,
+            arguments["gradient_clip_value"], arguments["max_num_train_steps"],
+        )  # fmt: skip
+        run.first_epoch = self.run_history.current_epoch
+        run.last_epoch = run.first_epoch - 1 + self.run_config.num_epochs
+        self.scheduler = self.create_scheduler() if self.create_scheduler_fn is not None else None
 
     def _run_guarded(self, loop: Callable[[], None]) -> None:
         """Run the loop with preemption signals watched; tell callbacks about any exception."""
@@ -364,15 +197,14 @@ class Trainer:
                 run.signals = watcher
                 try:
                     loop()
-                except _StopRequested as stop:
+                except StopRequested as stop:
                     self._stop_for_preemption(stop.signal_number)
         except BaseException as exc:
             self._notify_exception(exc)
             raise
         finally:
             run.signals = None
-            self._release_workers()
-            self._unwrap_after_run()
+            self._end_run()
 
     # -- The loop ------------------------------------------------------------------------------------
 
@@ -420,7 +252,7 @@ class Trainer:
         assert config is not None  # (train() creates it before the loop runs)
         ga, max_steps = config.gradient_accumulation_steps, config.max_num_train_steps
         self.train_epoch_start()
-        steps = self._epoch_steps(train_dl)
+        steps = run._open_steps(train_dl, self._accelerator, self.run_history.current_epoch, training=True)
         run.begin_train_loss_tracking()
         self.callback_handler.call_event("on_train_epoch_start", self)
         sync_free = ga > 1 and self._accelerator.distributed_type != DistributedType.NO
@@ -454,7 +286,8 @@ class Trainer:
             true_loss = loss * ga if ga > 1 and "num_items_in_batch" in batch_output else loss
             self._run.loss_tracker.update(true_loss, batch_output["batch_size"])
         self.callback_handler.call_event("on_train_step_end", self, batch=batch, batch_output=batch_output, step=step)
-        self.backward_step(self._loss_for_backward(loss, batch_output, ga, steps))
+        scaled = shims.loss_for_backward(self._accelerator, loss, batch_output, ga, steps.is_empty, steps.num_active)
+        self.backward_step(scaled)
 
     def _optimizer_update(self, step: int, data_position: Any) -> None:
         run, config = self._run, self.run_config
@@ -470,26 +303,7 @@ class Trainer:
         self.callback_handler.call_event("on_train_update_end", self, step=step, num_updates=run.num_updates)
         signals = run.signals
         if signals is not None and run.num_updates % self.preemption_check_interval == 0 and signals.poll():
-            raise _StopRequested(signals.signal_number)
-
-    def _epoch_steps(self, dataloader: Any, training: bool = True) -> data.EpochSteps:
-        """The steps of an epoch over ``dataloader``; a training epoch resumed in the middle
-        continues after the steps already done (or, for data that cannot, starts again)."""
-        run, start, rest = self._run, 0, None
-        if training and hasattr(dataloader, "set_epoch"):
-            dataloader.set_epoch(self.run_history.current_epoch - 1)
-        if training and run.epoch_step:
-            rest = data.rest_of_epoch(self._accelerator, dataloader, run.epoch_step, run.data_position)
-            start = run.epoch_step if rest is not None else 0
-            if rest is None:
-                run.start_epoch()
-        steps = data.EpochSteps(
-            dataloader, self._accelerator.num_processes, run.control_group, start, rest, track_position=training
-        )
-        run.opened_steps.append(steps)
-        if training:
-            run.epoch_steps = steps
-        return steps
+            raise StopRequested(signals.signal_number)
 
     def _run_eval_epoch(self, valid_dl: Any, is_training: bool = True, is_intermediate: bool = False) -> float:
         run, was_training, was_evaluating = self._run, self.model.training, self._run.evaluating
@@ -497,7 +311,7 @@ class Trainer:
         self.eval_epoch_start()
         run.eval_loss_tracker.reset()
         self.callback_handler.call_event("on_eval_epoch_start", self, is_intermediate=is_intermediate)
-        steps = self._epoch_steps(valid_dl, training=False)
+        steps = run._open_steps(valid_dl, self._accelerator, self.run_history.current_epoch, training=False)
         with torch.no_grad():
             for step, batch in steps:
                 self.callback_handler.call_event("on_eval_step_start", self)
@@ -512,59 +326,15 @@ class Trainer:
                 if (step + 1) % self.preemption_check_interval == 0:
                     self._check_signals()
         self.eval_epoch_end()
-        metric = "eval_loss_epoch" if is_training else "evaluation_loss"
-        loss = self._record_epoch_loss(
-            "intermediate_eval_loss" if is_intermediate else metric, run.eval_loss_tracker, steps
+        metric = (
+            "intermediate_eval_loss" if is_intermediate else "eval_loss_epoch" if is_training else "evaluation_loss"
         )
+        loss = self._record_epoch_loss(metric, run.eval_loss_tracker, steps)
         self.callback_handler.call_event("on_eval_epoch_end", self, is_intermediate=is_intermediate)
         if was_training:
             self.model.train()
         run.evaluating = was_evaluating
         return loss
-
-    def run_eval_epoch(
-        self,
-        dataloader: Any = None,
-        *,
-        model: torch.nn.Module | None = None,
-        callbacks: CallbackHandler | Iterable[Any] | None = None,
-        metric_prefix: str | None = None,
-        is_intermediate: bool = False,
-    ) -> float:
-        """Run one evaluation epoch now and return its loss: what a plugin calls to evaluate in
-        the middle of training (step-based evaluation) or to evaluate another model (an EMA).
-
-        :param dataloader: the loader to evaluate, prepared with :meth:`prepare_dataloader`; the
-            run's eval loader by default.
-        :param model: evaluate this module instead of the trainer's model.
-        :param callbacks: call these (a :class:`CallbackHandler` or callbacks) instead of the
-            trainer's callbacks during the evaluation; from an eval hook, pass some (``()`` for
-            none), or the hook would fire again.
-        :param metric_prefix: record the loss (and callbacks' metrics) with this run-history
-            prefix, e.g. ``"ema_model_"``.
-        :param is_intermediate: fire the eval events with ``is_intermediate=True`` and record
-            ``intermediate_eval_loss``.
-        """
-        dataloader = dataloader if dataloader is not None else self._run.eval_dataloader
-        if dataloader is None:
-            raise ValueError("run_eval_epoch needs a data loader: the run has no eval_dataset; pass `dataloader`.")
-        if callbacks is None and self._run.evaluating:
-            raise RuntimeError(
-                "run_eval_epoch was called during an evaluation epoch (from an eval hook) with the trainer's own "
-                "callbacks, which would fire that hook again, endlessly. Pass callbacks=() (or the callbacks the "
-                "nested evaluation should call)."
-            )
-        saved = (self.model, self.callback_handler, self.run_history.metric_name_prefix)
-        self.model = model if model is not None else self.model
-        if callbacks is not None:
-            self.callback_handler = callbacks if isinstance(callbacks, CallbackHandler) else CallbackHandler(callbacks)
-        if metric_prefix is not None:
-            self.run_history.set_metric_name_prefix(metric_prefix)
-        try:
-            return self._run_eval_epoch(dataloader, is_training=self._run.training, is_intermediate=is_intermediate)
-        finally:
-            self.model, self.callback_handler = saved[0], saved[1]
-            self.run_history.set_metric_name_prefix(saved[2])
 
     def _check_signals(self, agree: bool = False) -> None:
         """Unwind to the run's top level if a preemption signal says to stop here (``agree``: at an
@@ -573,41 +343,7 @@ class Trainer:
         if signals is not None:
             signal_number = signals.agree() if agree else signals.poll()
             if signal_number:
-                raise _StopRequested(signal_number)
-
-    def _stop_for_preemption(self, signal_number: int) -> None:
-        run = self._run
-        save_dir = self.preemption_save_dir if run.training else None
-        state_dir = os.fspath(save_dir) if save_dir is not None else None
-        if state_dir is not None:
-            self.save_training_state(state_dir)
-        self.callback_handler.call_event("on_preemption", self, signal_number=signal_number, state_dir=state_dir)
-        epoch = min(self.run_history.current_epoch, run.last_epoch) if run.training else None
-        error = TrainingPreempted(signal_number, state_dir, epoch, run.num_updates)
-        self._accelerator.print(error)
-        raise error
-
-    def _loss_for_backward(
-        self, loss: torch.Tensor, batch_output: dict[str, Any], ga: int, steps: data.EpochSteps
-    ) -> torch.Tensor:
-        num_processes, deepspeed = self._accelerator.num_processes, self._accelerator.distributed_type
-        if steps.is_empty:
-            return loss * 0  # zero gradients, but the step's collectives still run
-        if steps.num_active < num_processes:
-            # Processes out of data contribute zero gradients: scale so that the update is the
-            # mean over the processes that had data, not over all.
-            loss = loss * (num_processes / steps.num_active)
-        if "num_items_in_batch" in batch_output:
-            # The loss is already normalised over the whole accumulation window; DDP averages
-            # gradients over processes, so undo that average when accumulating.
-            if ga > 1 and num_processes > 1:
-                loss = loss * num_processes
-            if ga > 1 and deepspeed == DistributedType.DEEPSPEED:
-                loss = loss * ga  # the engine divides every loss by its accumulation steps
-            return loss
-        if ga == 1 or deepspeed == DistributedType.DEEPSPEED:
-            return loss  # the DeepSpeed engine divides by its accumulation steps itself
-        return loss / ga
+                raise StopRequested(signal_number)
 
     def _record_epoch_loss(self, metric: str, tracker: LossTracker, steps: data.EpochSteps) -> float:
         """Record the epoch's sample-weighted mean loss over every process (one host read)."""
@@ -619,37 +355,17 @@ class Trainer:
         self.run_history.update_metric(metric, loss)
         return loss
 
-    def _notify_exception(self, exc: BaseException) -> None:
-        if isinstance(exc, StopTrainingError):
-            return
-        try:
-            self.callback_handler.call_event("on_exception", self, exception=exc)
-        except Exception as hook_error:  # never hide the original error
-            warnings.warn(f"A callback failed while handling an exception: {hook_error!r}", stacklevel=2)
-
     # -- Overridable steps ---------------------------------------------------------------------------
 
     def create_train_dataloader(self, batch_size: int, train_dl_kwargs: dict[str, Any] | None = None) -> DataLoader:
         """Build the training ``DataLoader`` from the defaults updated with ``train_dl_kwargs``."""
-        self._train_dl_kwargs = data.merge_dataloader_kwargs(
-            "train_dataloader_kwargs",
-            self.get_default_train_dl_kwargs(batch_size),
-            train_dl_kwargs,
-            self.train_dataset,
-            self._run.preemption_signals,
-        )
-        return DataLoader(self.train_dataset, collate_fn=self.collate_fn, **self._train_dl_kwargs)  # type: ignore[arg-type]
+        defaults = self.get_default_train_dl_kwargs(batch_size)
+        return self._new_dataloader("train", self.train_dataset, defaults, train_dl_kwargs)
 
     def create_eval_dataloader(self, batch_size: int, eval_dl_kwargs: dict[str, Any] | None = None) -> DataLoader:
         """Build the evaluation ``DataLoader`` from the defaults updated with ``eval_dl_kwargs``."""
-        self._eval_dl_kwargs = data.merge_dataloader_kwargs(
-            "eval_dataloader_kwargs",
-            self.get_default_eval_dl_kwargs(batch_size),
-            eval_dl_kwargs,
-            self.eval_dataset,
-            self._run.preemption_signals,
-        )
-        return DataLoader(self.eval_dataset, collate_fn=self.collate_fn, **self._eval_dl_kwargs)  # type: ignore[arg-type]
+        defaults = self.get_default_eval_dl_kwargs(batch_size)
+        return self._new_dataloader("eval", self.eval_dataset, defaults, eval_dl_kwargs)
 
     def get_default_train_dl_kwargs(self, batch_size: int) -> dict[str, Any]:
         """Shuffled batches of ``batch_size``; see :func:`pa_core.data.default_num_workers` for workers."""
@@ -749,14 +465,11 @@ class Trainer:
         :param dataset: the data to evaluate; defaults to the last ``eval_dataset``.
         """
         dataset = dataset if dataset is not None else self.eval_dataset
-        if dataset is None:
-            raise ValueError("evaluate() needs a dataset: pass `dataset` (no eval_dataset was given to train()).")
         _checks.check_evaluate_arguments(dataset, per_device_batch_size, dataloader_kwargs, collate_fn)
         self.eval_dataset = dataset
         if collate_fn is not None:
             self.collate_fn = collate_fn
-        self.run_history.reset()
-        self._start_run(training=False)
+        self._start_run(training=False, reset_run_history=True)
         eval_dl = self.create_eval_dataloader(per_device_batch_size, dataloader_kwargs)
         self.model = shims.prepare_model_for_evaluation(self._accelerator, self.model)
         self._wrapped_model = self.model
@@ -775,59 +488,9 @@ class Trainer:
         self.callback_handler.call_event("on_evaluation_run_end", self)
         self._check_signals(agree=True)
 
-    # -- checkpoints (the files: pa_core._checkpoints and pa_core.training_state) ------------
-
-    def save_checkpoint(
-        self,
-        save_path: str | os.PathLike[str],
-        checkpoint_kwargs: dict[str, Any] | None = None,
-        save_optimizer: bool = True,
-        save_scheduler: bool = True,
-        save_per_node: bool = True,
-    ) -> None:
-        """Save the model weights (and optimizer/scheduler state) to one portable file.
-
-        The file holds ``model_state_dict`` (unwrapped, without ``torch.compile`` prefixes,
-        gathered from sharded engines), ``optimizer_state_dict`` and ``scheduler_state_dict``
-        when present and asked for, and ``checkpoint_kwargs`` at the top level. Call it on every
-        process; the main process of each node (``save_per_node``) or of the world writes it.
-        """
-        _checkpoints.save_checkpoint(
-            self, save_path, checkpoint_kwargs, save_optimizer, save_scheduler, save_per_node, self._wrapped_model
-        )
-
-    def load_checkpoint(
-        self, checkpoint_path: str | os.PathLike[str], load_optimizer: bool = True, load_scheduler: bool = True
-    ) -> dict[str, Any]:
-        """Load a file written by :meth:`save_checkpoint` and return its whole content.
-
-        Only tensors and plain data are unpickled; a file that cannot be used raises
-        :class:`pa_core.CheckpointError`, naming it and saying why.
-        """
-        return _checkpoints.load_checkpoint(self, checkpoint_path, load_optimizer, load_scheduler)
-
-    def save_training_state(
-        self, output_dir: str | os.PathLike[str], checkpoint_kwargs: dict[str, Any] | None = None
-    ) -> None:
-        """Save everything needed to continue this run with ``train(resume_from=output_dir)``
-        (``pa_core.training_state`` describes the folder, which appears complete or not at
-        all). Call it on every process. A state saved at an optimizer update
-        (``on_train_update_end``) or an epoch's end (``on_training_run_epoch_end``) resumes exactly.
-        """
-        training_state.save_training_state(self, output_dir, checkpoint_kwargs)
-
-    def load_training_state(self, input_dir: str | os.PathLike[str], restore_position: bool = True) -> dict[str, Any]:
-        """Restore a state written by :meth:`save_training_state` into the prepared run (as
-        ``train(resume_from=...)`` does) and return pa's metadata; ``restore_position=False``
-        restores the model, optimizer, scheduler and random states only, for a new run that
-        starts from them (call it in ``on_training_run_start``).
-        """
-        return training_state.load_training_state(self, input_dir, restore_position)
-
 
 class TrainerWithTimmScheduler(Trainer):
-    """A Trainer for timm-style schedulers: ``step_update(num_updates)`` after every optimizer
-    update and ``step(epoch)`` at the end of every training epoch."""
+    """A Trainer for timm schedulers: ``step_update(num_updates)`` per update, ``step(epoch)`` per epoch."""
 
     def scheduler_step(self) -> None:
         self.scheduler.step_update(num_updates=self.run_state.num_updates)
@@ -835,41 +498,3 @@ class TrainerWithTimmScheduler(Trainer):
     def train_epoch_end(self) -> None:
         if self.scheduler is not None:
             self.scheduler.step(self.run_history.current_epoch)
-
-
-# ----------------------------------------------------------------------------------------
-# Internals
-# ----------------------------------------------------------------------------------------
-
-
-class _StopRequested(BaseException):
-    """Unwinds the loop to the run's top level when it must stop for a preemption signal (a
-    BaseException, so that no ``except Exception`` in a callback can swallow it)."""
-
-    def __init__(self, signal_number: int) -> None:
-        super().__init__(signal_number)
-        self.signal_number = signal_number
-
-
-def _available_callbacks(callbacks: Iterable[Any]) -> list[Any]:
-    """The callbacks to use; with pa-core alone, the default names are skipped with a hint."""
-    if callbacks is not DEFAULT_CALLBACKS:
-        return list(callbacks)
-    installed = plugins.entries(plugins.CALLBACKS_GROUP)
-    available = [name for name in callbacks if name in installed]
-    if len(available) < len(callbacks):
-        warnings.warn(
-            "pa-callbacks is not installed, so the Trainer trains without progress output or metric logging. "
-            "Install it with `pip install pa-callbacks`, or pass callbacks=() to silence this message.",
-            UserWarning,
-            stacklevel=3,
-        )
-    return available
-
-
-def _with_batch_limit(callbacks: list[Any]) -> list[Any]:
-    """A Trainer created while ``PT_ACC_LIMIT_BATCHES`` is set limits its batches (``LimitBatches``)."""
-    limit = limit_batches_from_env()
-    if limit is None or any(cb is LimitBatchesCallback or isinstance(cb, LimitBatchesCallback) for cb in callbacks):
-        return callbacks
-    return [LimitBatchesCallback(limit), *callbacks]

@@ -46,7 +46,7 @@ from pa_core._serialization import (
 from pa_core.tracking import sum_over_processes
 
 if TYPE_CHECKING:
-    from pa_core.trainer import Trainer
+    from pa_core._trainer_base import TrainerBase
 
 __all__ = [
     "TRAINER_STATE_FILE",
@@ -619,7 +619,7 @@ def _is_zero_shard(name: str) -> bool:
 
 
 def save_training_state(
-    trainer: Trainer, output_dir: str | os.PathLike[str], checkpoint_kwargs: dict[str, Any] | None = None
+    trainer: TrainerBase, output_dir: str | os.PathLike[str], checkpoint_kwargs: dict[str, Any] | None = None
 ) -> None:
     """See :meth:`pa_core.Trainer.save_training_state` (collective: every process calls it)."""
     run, accelerator = trainer.run_state, trainer.accelerator
@@ -643,7 +643,7 @@ def save_training_state(
 
 
 def load_training_state(
-    trainer: Trainer, input_dir: str | os.PathLike[str], restore_position: bool = True
+    trainer: TrainerBase, input_dir: str | os.PathLike[str], restore_position: bool = True
 ) -> dict[str, Any]:
     """See :meth:`pa_core.Trainer.load_training_state`; returns pa's metadata."""
     path = find_training_state(input_dir, argument="input_dir")

@@ -122,6 +122,15 @@ class LimitBatchesCallback(TrainerCallback):
         trainer.eval_dataloader = self._limit(trainer.eval_dataloader)
 
 
+def with_batch_limit(callbacks: list[Any]) -> list[Any]:
+    """``callbacks`` with a :class:`LimitBatchesCallback` first when ``PT_ACC_LIMIT_BATCHES`` is set
+    (as it is inside ``with LimitBatches(n):``) and none is there yet."""
+    limit = limit_batches_from_env()
+    if limit is None or any(cb is LimitBatchesCallback or isinstance(cb, LimitBatchesCallback) for cb in callbacks):
+        return callbacks
+    return [LimitBatchesCallback(limit), *callbacks]
+
+
 class DataLoaderSlice:
     """The first ``slice_size`` batches of a data loader.
 

@@ -228,6 +228,10 @@ def run_errors(args, out):
     trainer.train(TRAIN, num_epochs=1, per_device_batch_size=BATCH, gradient_accumulation_steps=2)
     results["catalogue_history"] = history(trainer)
     results["catalogue_engine"] = type(trainer.accelerator.deepspeed_engine_wrapped.engine).__name__
+    from deepspeed.accelerator import get_accelerator
+
+    # Some CPUs (oneDNN with native fp16) run DeepSpeed's fp16 mode: it is refused only where they do not.
+    results["fp16_supported"] = bool(get_accelerator().is_fp16_supported())
     write(out, "errors", results)
 
 

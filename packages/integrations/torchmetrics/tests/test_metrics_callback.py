@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
+import math
+import warnings
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import IterableDataset
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC
 
@@ -327,6 +331,71 @@ def test_catalogue_name_gives_the_callback():
     assert entry.load() is MetricsCallback
 
 
+class OneShotStream(IterableDataset):
+    """Samples whose iterator is made once: the first epoch has them, every later epoch none."""
+
+    def __init__(self, dataset):
+        self.iterator = iter(dataset)
+
+    def __iter__(self):
+        return self.iterator
+
+
+class EmptyStream(IterableDataset):
+    def __iter__(self):
+        return iter(())
+
+
+def _compute_warnings(caught) -> list[str]:
+    """torchmetrics' warning for a compute() without any update, among the caught warnings."""
+    return [str(w.message) for w in caught if "called before the ``update`` method" in str(w.message)]
+
+
+def test_an_epoch_without_samples_records_no_metric_and_does_not_compute():
+    """No NaN and no torchmetrics warning for an epoch without samples: nothing is recorded for it,
+    as pa-core records no loss (training and evaluation epochs, and a whole evaluate())."""
+    trainer = make_trainer([MetricsCallback(accuracy_metrics(), train_metrics=True)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train(OneShotStream(TRAIN), num_epochs=2, eval_dataset=OneShotStream(EVAL), per_device_batch_size=4)
+        trained = {name: trainer.run_history.get_metric_values(name) for name in trainer.run_history.get_metric_names()}
+        trainer.evaluate(EmptyStream(), per_device_batch_size=4)
+
+    assert _compute_warnings(caught) == []
+    # Epoch 1 only, like pa-core's own losses.
+    assert set(trained) == {
+        *("train_accuracy", "train_macro_accuracy", "eval_accuracy", "eval_macro_accuracy"),
+        *("train_loss_epoch", "eval_loss_epoch"),
+    }
+    for name, values in trained.items():
+        assert len(values) == 1 and not math.isnan(values[0]), name
+    # Nothing at all for an evaluation without samples.
+    assert trainer.run_history.get_metric_names() == set()
+
+
+def test_a_metric_that_no_batch_updated_is_not_recorded():
+    class AccuracyOnly(MetricsCallback):
+        """Updates the micro accuracy only: the macro accuracy sees no sample."""
+
+        def update(self, metrics, batch, batch_output):
+            metrics["m_accuracy"].update(batch_output["model_outputs"].detach(), batch[1])
+
+    metrics = MetricCollection(accuracy_metrics(), prefix="m_")
+    reference = make_trainer([MetricsCallback(MetricCollection(accuracy_metrics(), prefix="m_"))])
+    reference.evaluate(EVAL, per_device_batch_size=4)
+    trainer = make_trainer([AccuracyOnly(metrics)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.evaluate(EVAL, per_device_batch_size=4)
+
+    assert _compute_warnings(caught) == []
+    history = trainer.run_history
+    assert history.get_latest_metric("evaluation_m_accuracy") == pytest.approx(
+        reference.run_history.get_latest_metric("evaluation_m_accuracy")
+    )
+    assert "evaluation_m_macro_accuracy" not in history.get_metric_names()
+
+
 # -- two processes --------------------------------------------------------------------------
 
 
@@ -379,3 +448,66 @@ def test_two_processes_with_an_uneven_eval_set_give_the_one_process_values(tmp_p
         assert rank["trained"]["eval_macro_accuracy"][-1] == pytest.approx(expected_macro, abs=1e-6)
         assert len(rank["trained"]["train_accuracy"]) == 2
     assert ranks[0]["trained"] == ranks[1]["trained"]
+
+
+class CountSamples:
+    """Counts the evaluation samples this process saw."""
+
+    seen = 0
+
+    @hookimpl
+    def on_eval_step_end(self, batch_output):
+        self.seen += batch_output["batch_size"]
+
+
+def _empty_epochs_run(out_dir: str) -> None:
+    # A process that disagreed with the other about computing would wait for it for ever: end this
+    # one instead (its exit ends the run, and the test fails) after a minute.
+    faulthandler.dump_traceback_later(60, exit=True)
+    warnings.filterwarnings("error", message=".*called before the ``update`` method")
+
+    # One batch of 4 samples: process 0 has them all, process 1 none (it runs one empty step). Not
+    # AUROC here: torchmetrics cannot gather its list state from a process that has none.
+    counter = CountSamples()
+    evaluator = make_trainer([MetricsCallback({"accuracy": accuracy_metrics()["accuracy"]}), counter])
+    evaluator.evaluate(
+        make_classification_dataset(num_samples=4, num_classes=NUM_CLASSES, seed=1), per_device_batch_size=4
+    )
+    results = {"uneven": evaluator.run_history.get_latest_metric("evaluation_accuracy"), "own_samples": counter.seen}
+    evaluator.evaluate(EmptyStream(), per_device_batch_size=2)
+    results["after_empty"] = sorted(evaluator.run_history.get_metric_names())
+
+    # Epoch 2 has no sample on any process, for training and for evaluation.
+    trainer = make_trainer([MetricsCallback(_eval_metrics(), train_metrics=True)])
+    train = OneShotStream(make_classification_dataset(num_samples=16, num_classes=NUM_CLASSES, seed=0))
+    evaluation = OneShotStream(make_classification_dataset(num_samples=10, num_classes=NUM_CLASSES, seed=1))
+    trainer.train(train, num_epochs=2, eval_dataset=evaluation, per_device_batch_size=2)
+    history = trainer.run_history
+    results["trained"] = {name: history.get_metric_values(name) for name in history.get_metric_names()}
+    faulthandler.cancel_dump_traceback_later()
+    (Path(out_dir) / f"rank{torch.distributed.get_rank()}.json").write_text(json.dumps(results))
+
+
+@pytest.mark.multiprocess
+def test_two_processes_agree_on_epochs_without_samples(tmp_path):
+    """A process without samples computes whenever another has some (torchmetrics synchronises in
+    compute(), so a process skipping it alone would leave the other waiting); with no sample on
+    any process, none computes."""
+    run_on_processes(_empty_epochs_run, str(tmp_path), num_processes=2)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [rank.pop("own_samples") for rank in ranks] == [4, 0]  # process 1 updated no metric
+    assert ranks[0] == ranks[1]
+
+    single = make_trainer([MetricsCallback({"accuracy": accuracy_metrics()["accuracy"]})])
+    single.evaluate(
+        make_classification_dataset(num_samples=4, num_classes=NUM_CLASSES, seed=1), per_device_batch_size=4
+    )
+    assert ranks[0]["uneven"] == pytest.approx(single.run_history.get_latest_metric("evaluation_accuracy"))
+    assert ranks[0]["after_empty"] == []  # an evaluation without samples records nothing
+    trained = ranks[0]["trained"]
+    assert set(trained) == {
+        *("train_accuracy", "train_macro_accuracy", "train_auroc", "train_loss_epoch"),
+        *("eval_accuracy", "eval_macro_accuracy", "eval_auroc", "eval_loss_epoch"),
+    }
+    for name, values in trained.items():  # epoch 1 only
+        assert len(values) == 1 and not math.isnan(values[0]), name

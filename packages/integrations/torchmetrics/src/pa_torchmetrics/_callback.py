@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.distributed as dist
 from torchmetrics import Metric, MetricCollection
 
 from pa_core import hookimpl
@@ -20,6 +22,9 @@ __all__ = ["MetricsCallback"]
 
 MetricsLike = Metric | MetricCollection | Mapping[str, Metric]
 
+# torchmetrics' warning for a compute() without any update on this process.
+_COMPUTE_BEFORE_UPDATE = r".*was called before the ``update`` method"
+
 
 class MetricsCallback:
     """Compute torchmetrics metrics during training and evaluation, into the run history.
@@ -27,7 +32,9 @@ class MetricsCallback:
     Each batch, :meth:`preds_from` and :meth:`target_from` pick the predictions and the
     target (by default ``batch_output["model_outputs"]`` and ``batch[1]``) and every metric
     is updated with them, on the device. At the end of each epoch the metrics are computed,
-    synchronised across processes by torchmetrics, written to the run history and reset.
+    synchronised across processes by torchmetrics, written to the run history and reset. A
+    metric that no process updated in the epoch (an epoch without samples) is not computed and
+    nothing is recorded for it, as pa-core records no loss for such an epoch.
 
     Names written to the run history, for a metric called ``accuracy``:
 
@@ -162,10 +169,38 @@ class MetricsCallback:
             self.train_metrics.to(device)
 
     def _record(self, trainer: Trainer, metrics: MetricCollection, prefix: str) -> None:
-        results = metrics.compute()
+        # copy_state=False points the members of a compute group at their first member's state and
+        # update count, as compute() does, without copying the state.
+        members = dict(metrics.items(keep_base=True, copy_state=False))
+        here = [metric.update_called for metric in members.values()]
+        anywhere = _updated_on_any_process(trainer, here)
+        with warnings.catch_warnings():
+            if not all(here):  # computed here for the processes that have samples: nothing to warn about
+                warnings.filterwarnings("ignore", message=_COMPUTE_BEFORE_UPDATE, category=UserWarning)
+            if all(anywhere):
+                results = metrics.compute()
+            elif any(anywhere):  # those metrics only, named as the whole collection names them
+                updated = {name: metric for (name, metric), flag in zip(members.items(), anywhere, strict=True) if flag}
+                subset = MetricCollection(updated, prefix=metrics.prefix, postfix=metrics.postfix, compute_groups=False)
+                results = subset.compute()
+            else:  # no sample on any process (computing would warn, then give NaN): nothing to record
+                results = {}
         metrics.reset()
         for name, value in _flatten(results).items():
             trainer.run_history.update_metric(f"{prefix}{name}", _to_python(value))
+
+
+def _updated_on_any_process(trainer: Trainer, flags: list[bool]) -> list[bool]:
+    """For each flag, whether it is true on any process: the same answer on every process, so that
+    all of them compute (and synchronise) the same metrics. One small all-reduce, on the host
+    through the run's control group (gloo) where there is one."""
+    if trainer.num_processes <= 1 or not (dist.is_available() and dist.is_initialized()) or not flags:
+        return flags
+    group = trainer.run_state.control_group
+    device = torch.device("cpu") if dist.get_backend(group) == "gloo" else trainer.device
+    values = torch.tensor([int(flag) for flag in flags], dtype=torch.int64, device=device)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX, group=group)
+    return [bool(value) for value in values.tolist()]
 
 
 def _as_collection(metrics: Any, argument: str) -> MetricCollection:

@@ -31,6 +31,10 @@ class RunState:
     :ivar last_epoch: the ``run_history`` epoch it ends with (see ``Trainer.last_epoch``).
     :ivar train_done: the current epoch's training part has finished (its evaluation may not).
     :ivar epoch_done: the current epoch has finished, evaluation and epoch-end hooks included.
+    :ivar control_group: on several processes, the gloo process group pa makes its host-side
+        agreements in (one per run; None on one process). A plugin that must agree with the other
+        processes on a small host value (``pa_core.data.any_process``) can use it too, without a
+        device synchronisation; every process must make the same calls on it.
     """
 
     def __init__(self, training: bool, train_dataloader: Any = None, eval_dataloader: Any = None) -> None:
@@ -50,7 +54,7 @@ class RunState:
         # The train loader's position after the last update's batch (iterable data that can save it).
         self.data_position: Any = None
         self.signals: Any = None  # the run's signal watcher (pa internal)
-        self.control_group: Any = None  # the process group of pa's host-side agreements (pa internal)
+        self.control_group: Any = None
         self.epoch_steps: Any = None  # the current training epoch's steps (pa internal)
         self.opened_steps: list[Any] = []  # every epoch's steps of this run, closed at its end (pa internal)
         self.warned_non_finite = False  # a diverged training loss is reported once per run (pa internal)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils.data import IterableDataset
 from torchmetrics import Metric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC
+from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassAveragePrecision
 
 from pa_core import Trainer, hookimpl
 from pa_core.testing import make_classification_dataset, run_on_processes, tiny_classifier
@@ -466,8 +466,7 @@ def _empty_epochs_run(out_dir: str) -> None:
     faulthandler.dump_traceback_later(60, exit=True)
     warnings.filterwarnings("error", message=".*called before the ``update`` method")
 
-    # One batch of 4 samples: process 0 has them all, process 1 none (it runs one empty step). Not
-    # AUROC here: torchmetrics cannot gather its list state from a process that has none.
+    # One batch of 4 samples: process 0 has them all, process 1 none (it runs one empty step).
     counter = CountSamples()
     evaluator = make_trainer([MetricsCallback({"accuracy": accuracy_metrics()["accuracy"]}), counter])
     evaluator.evaluate(
@@ -511,3 +510,90 @@ def test_two_processes_agree_on_epochs_without_samples(tmp_path):
     }
     for name, values in trained.items():  # epoch 1 only
         assert len(values) == 1 and not math.isnan(values[0]), name
+
+
+# -- list states (AUROC, average precision) with a process short of samples ---------------------
+
+
+def _list_state_metrics() -> MetricCollection:
+    """Accuracy next to two metrics whose states are lists of the predictions and targets, which
+    torchmetrics concatenates across processes (and puts in one compute group)."""
+    return MetricCollection(
+        {
+            "accuracy": MulticlassAccuracy(num_classes=NUM_CLASSES, average="micro"),
+            "auroc": MulticlassAUROC(num_classes=NUM_CLASSES),
+            "average_precision": MulticlassAveragePrecision(num_classes=NUM_CLASSES),
+        }
+    )
+
+
+#: 4 samples: process 0 has the one batch, process 1 only an empty step. 9 samples: both have a
+#: batch of 4, then one process has the last sample and the other an empty step.
+SHORT_SETS = {"one_batch": 4, "uneven_last_step": 9}
+
+
+class StepSizes:
+    """The size of each evaluation step this process ran (0 for an empty step)."""
+
+    def __init__(self):
+        self.sizes = []
+
+    @hookimpl
+    def on_eval_step_end(self, batch_output):
+        self.sizes.append(batch_output["batch_size"])
+
+
+def _list_state_results(num_samples: int, step_sizes: StepSizes | None = None) -> dict:
+    """Training (learning rate 0: the same model throughout, so the training metrics are those of
+    the whole set too) and an evaluation, with training and evaluation metrics."""
+    data = make_classification_dataset(num_samples=num_samples, num_classes=NUM_CLASSES, seed=2)
+    callbacks = [MetricsCallback(_list_state_metrics(), train_metrics=True)]
+    trainer = make_trainer([*callbacks, *([step_sizes] if step_sizes else [])], lr=0.0)
+    results = {}
+    trainer.train(data, num_epochs=2, eval_dataset=data, per_device_batch_size=4)
+    results.update(_all_values(trainer.run_history))
+    trainer.evaluate(data, per_device_batch_size=4)  # starts a run history of its own
+    results.update(_all_values(trainer.run_history))
+    return results
+
+
+def _all_values(history) -> dict:
+    return {name: history.get_metric_values(name) for name in history.get_metric_names()}
+
+
+def _list_states_run(out_dir: str) -> None:
+    faulthandler.dump_traceback_later(60, exit=True)  # a process left waiting fails the test
+    warnings.filterwarnings("error", message=".*called before the ``update`` method")
+    results = {}
+    for name, num_samples in SHORT_SETS.items():
+        step_sizes = StepSizes()
+        results[name] = _list_state_results(num_samples, step_sizes)
+        results[f"{name}_evaluate_steps"] = step_sizes.sizes[-(len(step_sizes.sizes) // 3) :]
+    faulthandler.cancel_dump_traceback_later()
+    (Path(out_dir) / f"rank{torch.distributed.get_rank()}.json").write_text(json.dumps(results))
+
+
+@pytest.mark.multiprocess
+def test_list_state_metrics_on_two_processes_when_one_is_short_of_samples(tmp_path):
+    """AUROC and average precision keep every prediction in list states; a process with no sample
+    in the epoch has empty lists, which torchmetrics alone cannot gather with the other's. Training
+    and evaluation metrics still give the one-process values."""
+    run_on_processes(_list_states_run, str(tmp_path), num_processes=2)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+    # The setups are what they claim: an empty step, and for 4 samples no sample at all on process 1.
+    assert [rank.pop("one_batch_evaluate_steps") for rank in ranks] == [[4], [0]]
+    last_steps = sorted(rank.pop("uneven_last_step_evaluate_steps")[-1] for rank in ranks)
+    assert last_steps == [0, 1]
+    assert ranks[0] == ranks[1]
+
+    for name, num_samples in SHORT_SETS.items():
+        single = _list_state_results(num_samples)
+        expected = {
+            f"{run}_{metric}"
+            for run in ("train", "eval", "evaluation")
+            for metric in ("accuracy", "auroc", "average_precision")
+        }
+        assert expected <= set(single), name
+        for metric in expected:
+            assert ranks[0][name][metric] == pytest.approx(single[metric], abs=1e-6), (name, metric)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 from torchmetrics import Metric, MetricCollection
+from torchmetrics.utilities import dim_zero_cat
 
 from pa_core import hookimpl
 from pa_core.data import is_empty_step
@@ -173,7 +174,15 @@ class MetricsCallback:
         # update count, as compute() does, without copying the state.
         members = dict(metrics.items(keep_base=True, copy_state=False))
         here = [metric.update_called for metric in members.values()]
-        anywhere = _updated_on_any_process(trainer, here)
+        # Whether a list state torchmetrics concatenates is empty here: it could not gather it (see
+        # _fill_empty_concatenated_states). Asked in the same all-reduce; never on one process.
+        distributed = _is_distributed(trainer)
+        lacking_here = [_has_empty_concatenated_state(metric) for metric in members.values()] if distributed else []
+        agreed = _true_on_any_process(trainer, here + lacking_here)
+        anywhere, lacking = agreed[: len(here)], agreed[len(here) :]
+        to_fill = [metric for metric, flag, lack in zip(members.values(), anywhere, lacking) if flag and lack]
+        if to_fill:  # the same on every process, from the agreed flags
+            _fill_empty_concatenated_states(trainer, to_fill)
         with warnings.catch_warnings():
             if not all(here):  # computed here for the processes that have samples: nothing to warn about
                 warnings.filterwarnings("ignore", message=_COMPUTE_BEFORE_UPDATE, category=UserWarning)
@@ -190,17 +199,65 @@ class MetricsCallback:
             trainer.run_history.update_metric(f"{prefix}{name}", _to_python(value))
 
 
-def _updated_on_any_process(trainer: Trainer, flags: list[bool]) -> list[bool]:
+def _is_distributed(trainer: Trainer) -> bool:
+    return trainer.num_processes > 1 and dist.is_available() and dist.is_initialized()
+
+
+def _true_on_any_process(trainer: Trainer, flags: list[bool]) -> list[bool]:
     """For each flag, whether it is true on any process: the same answer on every process, so that
     all of them compute (and synchronise) the same metrics. One small all-reduce, on the host
     through the run's control group (gloo) where there is one."""
-    if trainer.num_processes <= 1 or not (dist.is_available() and dist.is_initialized()) or not flags:
+    if not _is_distributed(trainer) or not flags:
         return flags
     group = trainer.run_state.control_group
     device = torch.device("cpu") if dist.get_backend(group) == "gloo" else trainer.device
     values = torch.tensor([int(flag) for flag in flags], dtype=torch.int64, device=device)
     dist.all_reduce(values, op=dist.ReduceOp.MAX, group=group)
     return [bool(value) for value in values.tolist()]
+
+
+def _concatenated_states(metric: Metric) -> list[tuple[Metric, str]]:
+    """The list states that torchmetrics concatenates across processes (``dist_reduce_fx="cat"``:
+    AUROC's predictions, for one) of ``metric`` and of the metrics it wraps, in module order."""
+    found = []
+    for module in metric.modules():
+        if isinstance(module, Metric) and module.sync_on_compute:
+            reductions = getattr(module, "_reductions", {})
+            for name, value in module.metric_state.items():
+                if isinstance(value, list) and reductions.get(name) is dim_zero_cat:
+                    found.append((module, name))
+    return found
+
+
+def _has_empty_concatenated_state(metric: Metric) -> bool:
+    return any(not getattr(module, name) for module, name in _concatenated_states(metric))
+
+
+def _fill_empty_concatenated_states(trainer: Trainer, metrics: list[Metric]) -> None:
+    """Give each concatenated list state that is empty on this process a tensor of zero rows shaped
+    like another process's rows, so that torchmetrics can gather it with theirs.
+
+    torchmetrics gathers an empty list state as a flat empty tensor of the metric's float dtype,
+    which does not match the ``(N, C)`` predictions or the integer targets of a process that has
+    samples: the gather fails. Zero rows of the right shape and dtype add nothing to the gathered
+    data, so the value is the one over the samples the processes had. Every process calls this
+    alike (the caller decides from flags all processes agreed on): one gather of the shapes."""
+    states = [state for metric in metrics for state in _concatenated_states(metric)]
+    layouts = [_layout(getattr(module, name)) for module, name in states]
+    gathered: list[Any] = [None] * trainer.num_processes
+    dist.all_gather_object(gathered, layouts, group=trainer.run_state.control_group)
+    for index, (module, name) in enumerate(states):
+        state = getattr(module, name)
+        known = [theirs[index] for theirs in gathered if theirs[index] is not None]
+        if not state and known:  # appended in place: the members of a compute group share the list
+            shape, dtype = known[0]
+            device = torch.device("cpu") if module.compute_on_cpu else module.device
+            state.append(torch.empty((0, *shape), dtype=dtype, device=device))
+
+
+def _layout(state: list[torch.Tensor]) -> tuple[tuple[int, ...], torch.dtype] | None:
+    """The shape of a row of a list state, and its dtype; None for an empty list."""
+    return (tuple(state[0].shape[1:]), state[0].dtype) if state else None
 
 
 def _as_collection(metrics: Any, argument: str) -> MetricCollection:
